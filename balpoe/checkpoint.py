@@ -1,0 +1,117 @@
+"""Checkpoint files and the run-folder layout the downstream stage reads.
+
+    <save_dir>/config.json               resolved config (official layout + our exact config under "balpoe")
+    <save_dir>/checkpoint-epoch{N}.pth   every save_period epochs and at the last epoch
+    <save_dir>/model_best.pth            best val_balanced_acc so far (never a test metric)
+    <save_dir>/summary.csv               one row per epoch
+    <save_dir>/metrics.json              end-of-training metrics (test_*, test_full_*)
+
+Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint
+in place of a good one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from . import config as config_module
+from .trainer import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, damaged or not one of ours; the message says which."""
+
+
+def atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for damaged files; say it plainly
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated, damaged or "
+                              f"holding more than tensors and plain data): {err}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a BalPoE checkpoint written by this toolkit "
+                              f"(no 'format': '{CHECKPOINT_FORMAT}' entry)")
+    if state.get("version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer version (format {state['version']})")
+    return state
+
+
+def write_json(path: Path, payload: dict) -> None:
+    def clean(value):
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    text = json.dumps({k: clean(v) for k, v in payload.items()}, indent=2) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+class RunFolder:
+    """Trainer callback that keeps the run folder: summary rows, periodic and best checkpoints."""
+
+    def __init__(self, save_dir: str | Path, config: config_module.Config, resumed_epoch: int = 0):
+        self.dir = Path(save_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        config_module.save(config, self.dir / "config.json")
+        self.summary = self.dir / "summary.csv"
+        self._trim_summary(resumed_epoch)
+
+    def _trim_summary(self, resumed_epoch: int) -> None:
+        """A resumed run repeats the epochs after its checkpoint: drop their old rows."""
+        if not self.summary.exists():
+            return
+        if resumed_epoch == 0:
+            self.summary.unlink()
+            return
+        with self.summary.open() as handle:
+            rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= resumed_epoch]
+        self._write_rows(rows)
+
+    def _write_rows(self, rows: list[dict]) -> None:
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as handle:
+                if rows:
+                    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(rows)
+        atomic_write(self.summary, write)
+
+    def on_epoch_end(self, trainer, metrics: dict) -> None:
+        new_file = not self.summary.exists()
+        with self.summary.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(metrics))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(metrics)
+        epoch = metrics["epoch"]
+        state = None
+        if epoch % self.config.save_period == 0 or epoch == self.config.epochs:
+            state = trainer.state_dict()
+            save_checkpoint(state, self.dir / f"checkpoint-epoch{epoch}.pth")
+        if trainer.best_epoch == epoch:
+            save_checkpoint(state or trainer.state_dict(), self.dir / "model_best.pth")
+
+    def on_fit_end(self, trainer, metrics: dict) -> None:
+        write_json(self.dir / "metrics.json", metrics)
+
+
+def latest_checkpoint(save_dir: str | Path) -> Path | None:
+    found = sorted(Path(save_dir).glob("checkpoint-epoch*.pth"),
+                   key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")))
+    return found[-1] if found else None

@@ -1,0 +1,202 @@
+"""The BalPoE trainer: one class, an explicit lifecycle, exact resume.
+
+Lifecycle
+---------
+    trainer = Trainer(config)              # build: data on the device, model, optimiser, loader
+    trainer.load_state_dict(state)         # optional: resume (model, optimiser, epoch, best, all RNGs)
+    metrics = trainer.train_epoch()        # one epoch; the LR for it comes from `lr_factor(epoch)`
+    metrics |= trainer.evaluate("val")     # any split: "val", "test", "test_full" (prefixed keys)
+    final = trainer.fit(callbacks)         # epochs left, callbacks per epoch, then test metrics
+    state = trainer.state_dict()           # everything needed to continue bit-for-bit
+
+`self.epoch` counts completed epochs. Callbacks are objects with optional
+`on_epoch_end(trainer, metrics)` and `on_fit_end(trainer, metrics)`; the metrics are one flat dict per
+epoch (see `fit`). The trainer writes no files: `checkpoint.RunFolder` and the Tune trainable are
+callbacks that decide where results go.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import numpy as np
+import torch
+
+from .config import Config
+from .data import BatchLoader, DataBundle, Normalise, build_data, eval_batches
+from .losses import ExpertLoss
+from .metrics import classification_metrics
+from .model import build_model
+
+MONITOR = "val_balanced_acc"
+EVAL_BATCH_SIZE = 500
+CHECKPOINT_FORMAT = "balpoe-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def lr_factor(epoch: int, config: Config) -> float:
+    """Step schedule with linear warm-up; `epoch` counts from 0 (the reference's CustomLR)."""
+    if epoch >= config.step2:
+        factor = config.gamma ** 2
+    elif epoch >= config.step1:
+        factor = config.gamma
+    else:
+        factor = 1.0
+    if epoch < config.warmup_epochs:
+        factor *= (epoch + 1) / config.warmup_epochs
+    return factor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but torch sees no CUDA GPU; use --device cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, config: Config, data: DataBundle | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        seed_everything(config.seed)
+        self.data = data or build_data(config, self.device)
+        self.model = build_model(config, self.data.num_classes).to(self.device)
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=memory_format)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         nesterov=config.nesterov, weight_decay=config.weight_decay)
+        self.loss = ExpertLoss(config.tau_list, self.data.class_counts, self.device)
+        self.normalise = Normalise(self.data.mean, self.data.std, self.device, config.channels_last)
+        self.loader = BatchLoader(self.data.train, config.batch_size, self.normalise, seed=config.seed,
+                                  mixup_alpha=config.mixup_alpha)
+        self.epoch = 0
+        self.best_metric = -float("inf")
+        self.best_epoch = 0
+
+    # --- one epoch ------------------------------------------------------------------------------
+    def train_epoch(self) -> dict[str, float]:
+        lr = self.config.lr * lr_factor(self.epoch, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        experts = self.config.num_experts
+        loss_sum = torch.zeros((), device=self.device)
+        expert_sums = torch.zeros(experts, device=self.device)
+        correct_sum = torch.zeros((), device=self.device)
+        seen = 0
+        start = time.perf_counter()
+        for batch in self.loader:
+            logits = self.forward(batch.inputs)
+            loss, per_expert = self.loss(logits, batch.targets, batch.mix_targets, batch.lam)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            n = len(batch.targets)
+            seen += n
+            with torch.no_grad():
+                predicted = logits.mean(dim=1).argmax(dim=1)
+                correct_sum += batch.lam * (predicted == batch.targets).sum() \
+                    + (1 - batch.lam) * (predicted == batch.mix_targets).sum()
+                loss_sum += loss.detach() * n
+                expert_sums += per_expert.detach() * n
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        self.epoch += 1
+        metrics = {"epoch": self.epoch, "lr": lr, "train_loss": float(loss_sum) / seen}
+        metrics.update({f"train_loss_expert{e}": float(expert_sums[e]) / seen for e in range(experts)})
+        metrics.update({"train_acc": float(correct_sum) / seen, "train_seconds": seconds,
+                        "train_images_per_s": seen / seconds})
+        return metrics
+
+    # --- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, split_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-expert logits (N, experts, classes) and labels of a split, on the CPU."""
+        split = getattr(self.data, split_name)
+        self.model.eval()
+        logits = [self.forward(x).float() for x, _ in eval_batches(split, EVAL_BATCH_SIZE, self.normalise)]
+        return torch.cat(logits).cpu(), split.labels.cpu()
+
+    def evaluate(self, split_name: str, log_test_prior: torch.Tensor | None = None,
+                 indices: torch.Tensor | None = None) -> dict[str, float]:
+        logits, labels = self.predict(split_name)
+        if indices is not None:
+            logits, labels = logits[indices], labels[indices]
+        metrics = classification_metrics(logits, labels, self.data.class_counts, log_test_prior)
+        return {f"{split_name}_{k}": v for k, v in metrics.items()}
+
+    # --- the loop -------------------------------------------------------------------------------
+    def fit(self, callbacks=()) -> dict[str, float]:
+        """Train the remaining epochs. Per epoch the callbacks get: epoch, lr, train_loss,
+        train_loss_expert{e}, train_acc, val_* (acc, balanced_acc, many/medium/few_acc, nll, ece, mce,
+        expert{e}_acc), epoch_seconds, train_images_per_s. At the end: test_* and test_full_*."""
+        while self.epoch < self.config.epochs:
+            start = time.perf_counter()
+            metrics = self.train_epoch()
+            metrics.update(self.evaluate("val"))
+            if metrics[MONITOR] > self.best_metric:
+                self.best_metric, self.best_epoch = metrics[MONITOR], self.epoch
+            metrics["best_" + MONITOR] = self.best_metric
+            metrics["epoch_seconds"] = time.perf_counter() - start
+            for callback in callbacks:
+                if hasattr(callback, "on_epoch_end"):
+                    callback.on_epoch_end(self, metrics)
+        final = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_" + MONITOR: self.best_metric}
+        final.update(self.evaluate("test"))
+        final.update(self.evaluate("test_full"))
+        for callback in callbacks:
+            if hasattr(callback, "on_fit_end"):
+                callback.on_fit_end(self, final)
+        return final
+
+    # --- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Plain tensors, numbers and strings only, so `torch.load(weights_only=True)` reads it back.
+        Key names `arch`, `epoch`, `state_dict`, `optimizer`, `monitor_best`, `config` match the
+        reference pipeline's checkpoints."""
+        np_state = np.random.get_state()
+        return {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "arch": "ResNet32Model", "epoch": self.epoch,
+            "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"type": "CustomLR", "last_epoch": self.epoch},
+            "monitor": MONITOR, "monitor_best": self.best_metric, "best_epoch": self.best_epoch,
+            "config": self.config.to_dict(),
+            "num_classes": self.data.num_classes, "class_counts": list(self.data.class_counts),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                          "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+                "python": json.dumps(random.getstate()),
+                "loader": self.loader.state_dict(),
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.best_metric = float(state["monitor_best"])
+        self.best_epoch = int(state["best_epoch"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np_rng = rng["numpy"]
+        np.random.set_state(("MT19937", np_rng["keys"].numpy().astype(np.uint32), np_rng["pos"],
+                             np_rng["has_gauss"], np_rng["cached_gaussian"]))
+        version, internal, gauss = json.loads(rng["python"])
+        random.setstate((version, tuple(internal), gauss))
+        self.loader.load_state_dict(rng["loader"])
