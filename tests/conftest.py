@@ -1,0 +1,62 @@
+"""Shared fixtures: small CIFAR-format data sets generated on the fly, and tiny configs."""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from balpoe.config import Config  # noqa: E402
+
+torch.set_num_threads(1)  # deterministic reductions, and immune to other jobs competing for the cores
+
+FOLDERS = {"cifar10": ("cifar-10-batches-py", b"labels"), "cifar100": ("cifar-100-python", b"fine_labels")}
+
+
+def make_cifar_folder(root: Path, name: str = "cifar10", train_per_class: int = 40, test_per_class: int = 10,
+                      seed: int = 0) -> Path:
+    """Write a CIFAR-format folder whose classes differ in mean colour, so a model can learn them."""
+    folder_name, label_key = FOLDERS[name]
+    num_classes = 10 if name == "cifar10" else 100
+    rng = np.random.RandomState(seed)
+    palette = rng.randint(0, 256, size=(num_classes, 3))
+
+    def make(per_class: int):
+        labels = np.repeat(np.arange(num_classes), per_class)
+        rng.shuffle(labels)
+        noise = rng.randint(-40, 41, size=(len(labels), 3, 32, 32))
+        pixels = np.clip(palette[labels][:, :, None, None] + noise, 0, 255).astype(np.uint8)
+        return {b"data": pixels.reshape(len(labels), -1), label_key: labels.tolist()}
+
+    folder = root / folder_name
+    folder.mkdir(parents=True, exist_ok=True)
+    train_files = ["train"] if name == "cifar100" else [f"data_batch_{i}" for i in range(1, 6)]
+    test_file = "test" if name == "cifar100" else "test_batch"
+    train = make(train_per_class)
+    parts = np.array_split(np.arange(len(train[label_key])), len(train_files))
+    for file_name, part in zip(train_files, parts):
+        batch = {b"data": train[b"data"][part], label_key: [train[label_key][i] for i in part]}
+        with open(folder / file_name, "wb") as handle:
+            pickle.dump(batch, handle)
+    with open(folder / test_file, "wb") as handle:
+        pickle.dump(make(test_per_class), handle)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(tmp_path_factory) -> Path:
+    return make_cifar_folder(tmp_path_factory.mktemp("cifar10"), "cifar10")
+
+
+def tiny_config(data_dir: Path, save_dir: Path | str = "unused", **overrides) -> Config:
+    """A seconds-long run of the recipe on generated CIFAR-10-format data."""
+    values = dict(dataset="cifar10-lt", data_dir=str(data_dir), imb_factor=0.1, epochs=3, warmup_epochs=1,
+                  step1=2, step2=3, batch_size=32, save_period=2, save_dir=str(save_dir), download=False,
+                  device="cpu")
+    values.update(overrides)
+    return Config(**values)

@@ -1,0 +1,31 @@
+"""Real, offline data: Debian's dataset-fashion-mnist. CI installs it, so there this test must run."""
+import os
+
+import pytest
+
+from balpoe.config import Config
+from balpoe.data import fashion_mnist_folder, load_fashion_mnist
+from balpoe.trainer import Trainer
+
+present = (fashion_mnist_folder("unused") / "train-images-idx3-ubyte.gz").exists()
+if not present and os.environ.get("CI"):
+    raise RuntimeError("CI must run the Fashion-MNIST test: install Debian's dataset-fashion-mnist")
+needs_data = pytest.mark.skipif(not present, reason="Debian's dataset-fashion-mnist is not installed")
+
+
+@needs_data
+def test_reads_the_idx_files():
+    raw = load_fashion_mnist("unused", download=False)
+    assert raw.train_images.shape == (60000, 32, 32, 3) and raw.test_images.shape == (10000, 32, 32, 3)
+    assert raw.train_images[:, :2].max() == 0  # the 2-pixel pad is background
+    assert sorted(set(raw.test_labels.tolist())) == list(range(10))
+
+
+@needs_data
+def test_one_epoch_learns_above_chance():
+    config = Config(dataset="fashion-mnist-lt", epochs=1, warmup_epochs=0, step1=1, step2=1, num_experts=1,
+                    tau_list=[1.0], reduce_dimension=True, batch_size=256, device="cpu", download=False)
+    trainer = Trainer(config)
+    assert len(trainer.data.train) == 14886
+    final = trainer.fit()
+    assert final["test_balanced_acc"] > 0.2  # chance is 0.1; one epoch reaches about 0.28

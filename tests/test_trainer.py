@@ -1,0 +1,136 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from balpoe.__main__ import main
+from balpoe.checkpoint import CheckpointError, RunFolder, load_checkpoint, save_checkpoint
+from balpoe.trainer import Trainer
+from conftest import tiny_config
+
+
+def test_smoke_run_metrics(cifar10_dir, tmp_path):
+    """Three epochs on generated data; the figures are this run's own, pinned to catch any change in
+    the recipe's arithmetic or random streams (loose enough for BLAS differences between CPUs)."""
+    trainer = Trainer(tiny_config(cifar10_dir, tmp_path, batch_size=16, epochs=4, step1=3, step2=4))
+    rows = []
+    final = trainer.fit([type("Rows", (), {"on_epoch_end": lambda self, t, m: rows.append(m)})()])
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert [r["lr"] for r in rows] == pytest.approx([0.1, 0.1, 0.1, 0.01])
+    expected_keys = {"epoch", "lr", "train_loss", "train_loss_expert0", "train_loss_expert1", "train_loss_expert2",
+                     "train_acc", "val_acc", "val_balanced_acc", "val_many_acc", "val_medium_acc", "val_few_acc",
+                     "val_nll", "val_ece", "val_mce", "epoch_seconds", "train_images_per_s"}
+    assert expected_keys <= set(rows[0])
+    assert [round(r["train_loss"], 3) for r in rows] == pytest.approx(PINNED_TRAIN_LOSS, abs=5e-3)
+    assert final["test_full_acc"] == pytest.approx(PINNED_TEST_FULL_ACC, abs=0.05)
+    assert final["test_full_acc"] > 0.25   # 10 colour-coded classes: well above chance (0.1)
+    assert {"test_acc", "test_balanced_acc", "test_ece", "test_full_mce", "test_few_acc"} <= set(final)
+
+
+PINNED_TRAIN_LOSS = [7.856, 3.278, 2.474, 2.025]  # measured with torch 2.14.1, 1 thread
+PINNED_TEST_FULL_ACC = 0.40
+
+
+def _weights_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_equals_uninterrupted(cifar10_dir, tmp_path):
+    straight = Trainer(tiny_config(cifar10_dir, tmp_path / "a"))
+    straight_rows = [straight.train_epoch() for _ in range(3)]
+
+    first = Trainer(tiny_config(cifar10_dir, tmp_path / "b"))
+    first_rows = [first.train_epoch() for _ in range(2)]
+    save_checkpoint(first.state_dict(), tmp_path / "mid.pth")
+    del first
+    torch.manual_seed(999)  # disturb every global stream: the checkpoint must restore them
+    resumed = Trainer(tiny_config(cifar10_dir, tmp_path / "b"))
+    resumed.load_state_dict(load_checkpoint(tmp_path / "mid.pth"))
+    resumed_rows = first_rows + [resumed.train_epoch()]
+
+    timing = {"train_seconds", "train_images_per_s"}
+    for a, b in zip(straight_rows, resumed_rows):
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    assert _weights_equal(straight.model.state_dict(), resumed.model.state_dict())
+    assert straight.evaluate("val") == resumed.evaluate("val")
+
+
+class Payload:
+    """An arbitrary object: a weights_only load must refuse to rebuild it."""
+
+
+def test_checkpoint_errors(tmp_path, cifar10_dir):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pth")
+    state = Trainer(tiny_config(cifar10_dir, tmp_path)).state_dict()
+    save_checkpoint(state, tmp_path / "good.pth")
+    data = (tmp_path / "good.pth").read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(tmp_path / "truncated.pth")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="not a BalPoE checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pth")
+    torch.save({"format": "balpoe-checkpoint", "x": Payload()}, tmp_path / "objects.pth")
+    with pytest.raises(CheckpointError, match="cannot be read"):  # weights_only refuses arbitrary objects
+        load_checkpoint(tmp_path / "objects.pth")
+
+
+def test_cli_train_resume_evaluate_export(cifar10_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["--dataset", "cifar10-lt", "--data-dir", str(cifar10_dir), "--imb-factor", "0.1", "--epochs", "3",
+              "--warmup", "1", "--step1", "2", "--step2", "3", "--bs", "32", "--save_period", "2",
+              "--device", "cpu", "--download", "0"]
+    assert main(["train", *common, "--save-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "ETA" in out.upper() and f"outputs: {run}/" in out
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-epoch2.pth", "checkpoint-epoch3.pth", "config.json",
+                                                     "metrics.json", "model_best.pth", "summary.csv"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["arch"]["args"]["num_experts"] == 3 and config["balpoe"]["epochs"] == 3
+    with (run / "summary.csv").open() as handle:
+        straight = list(csv.DictReader(handle))
+    metrics = json.loads((run / "metrics.json").read_text())
+
+    # resume from epoch 2 into the same folder: rows for epoch 3 are replaced, results identical
+    (run / "metrics.json").unlink()
+    assert main(["train", "--resume", str(run / "checkpoint-epoch2.pth")]) == 0
+    with (run / "summary.csv").open() as handle:
+        resumed = list(csv.DictReader(handle))
+    assert [r["epoch"] for r in resumed] == ["1", "2", "3"]
+    assert resumed[2]["train_loss"] == straight[2]["train_loss"]
+    assert json.loads((run / "metrics.json").read_text())["test_full_acc"] == metrics["test_full_acc"]
+
+    assert main(["evaluate", str(run / "model_best.pth"), "--output", str(tmp_path / "eval.json")]) == 0
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    assert [r["distribution"] for r in evaluation["test_agnostic"]][:6] == [
+        "forward-50", "forward-25", "forward-10", "forward-5", "forward-2", "uniform"]
+    assert "test_full_acc" in evaluation
+
+    assert main(["export-logits", str(run / "checkpoint-epoch3.pth"), "--output", str(tmp_path / "l.pt")]) == 0
+    logits = torch.load(tmp_path / "l.pt", weights_only=True)
+    assert logits["test_full_logits"].shape == (100, 3, 10) and logits["train_logits"].shape == (159, 3, 10)
+    assert logits["tau_list"].tolist() == [0.0, 1.0, 2.0]
+    assert logits["test_full_logits"].mean(1).argmax(1).eq(logits["test_full_labels"]).float().mean().item() \
+        == pytest.approx(metrics["test_full_acc"])
+
+
+def test_cli_rejects_bad_input_before_work(tmp_path, capsys):
+    assert main(["train", "--mixup_alpha", "-1"]) == 2
+    assert "mixup_alpha" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "missing.pth")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "x.pth"), "--lr", "0.5"]) == 2
+    assert "--lr" in capsys.readouterr().err
+    assert main(["train", "--dataset", "cifar100-lt", "--data-dir", str(tmp_path), "--download", "0"]) == 2
+    assert "--data-dir" in capsys.readouterr().err
+
+
+def test_run_folder_keeps_best_by_validation(tmp_path, cifar10_dir):
+    config = tiny_config(cifar10_dir, tmp_path / "run", epochs=2, step1=1, step2=2, warmup_epochs=0, save_period=5)
+    trainer = Trainer(config)
+    trainer.fit([RunFolder(config.save_dir, config)])
+    best = load_checkpoint(tmp_path / "run" / "model_best.pth")
+    assert best["epoch"] == trainer.best_epoch and best["monitor"] == "val_balanced_acc"
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.pth")) == ["checkpoint-epoch2.pth", "model_best.pth"]
