@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DATASETS = ("cifar100-lt", "cifar10-lt", "fashion-mnist-lt")
+DATASETS = ("cifar100-lt", "cifar10-lt", "fashion-mnist-lt", "synthetic-lt")
 TAU_RULES = ("limits", "uniform")
 
 

@@ -169,7 +169,24 @@ def load_fashion_mnist(data_dir: str | Path, download: bool = True) -> RawDatase
                       test_y.astype(np.int64), 10, mean, std)
 
 
+def make_synthetic(num_classes: int = 10, train_per_class: int = 60, test_per_class: int = 20) -> RawDataset:
+    """Generated stand-in (class = mean colour + noise), for smoke runs that must need no download."""
+    rng = np.random.RandomState(0)
+    palette = rng.randint(0, 256, size=(num_classes, 3))
+
+    def make(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat(np.arange(num_classes), per_class)
+        noise = rng.randint(-40, 41, size=(len(labels), 32, 32, 3))
+        return np.clip(palette[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8), labels
+
+    (train_x, train_y), (test_x, test_y) = make(train_per_class), make(test_per_class)
+    mean, std = NORMALISATION["cifar"]
+    return RawDataset("synthetic", train_x, train_y, test_x, test_y, num_classes, mean, std)
+
+
 def load_raw(config: Config) -> RawDataset:
+    if config.dataset == "synthetic-lt":
+        return make_synthetic()
     if config.dataset == "fashion-mnist-lt":
         return load_fashion_mnist(config.data_dir, config.download)
     return load_cifar(config.data_dir, config.dataset.removesuffix("-lt"), config.download)

@@ -5,8 +5,10 @@ Lifecycle
     trainer = Trainer(config)              # build: data on the device, model, optimiser, loader
     trainer.load_state_dict(state)         # optional: resume (model, optimiser, epoch, best, all RNGs)
     metrics = trainer.train_epoch()        # one epoch; the LR for it comes from `lr_factor(epoch)`
-    metrics |= trainer.evaluate("val")     # any split: "val", "test", "test_full" (prefixed keys)
-    final = trainer.fit(callbacks)         # epochs left, callbacks per epoch, then test metrics
+    metrics |= trainer.evaluate("val")     # any split: "train", "val", "test", "test_full" (prefixed)
+    metrics = trainer.run_epoch()          # the two above plus best-model tracking and timing
+    final = trainer.final_metrics()        # test_* and test_full_* once training is done
+    final = trainer.fit(callbacks)         # run_epoch until done, callbacks per epoch, final metrics
     state = trainer.state_dict()           # everything needed to continue bit-for-bit
 
 `self.epoch` counts completed epochs. Callbacks are objects with optional
@@ -137,24 +139,39 @@ class Trainer:
         return {f"{split_name}_{k}": v for k, v in metrics.items()}
 
     # --- the loop -------------------------------------------------------------------------------
-    def fit(self, callbacks=()) -> dict[str, float]:
-        """Train the remaining epochs. Per epoch the callbacks get: epoch, lr, train_loss,
-        train_loss_expert{e}, train_acc, val_* (acc, balanced_acc, many/medium/few_acc, nll, ece, mce,
-        expert{e}_acc), epoch_seconds, train_images_per_s. At the end: test_* and test_full_*."""
-        while self.epoch < self.config.epochs:
-            start = time.perf_counter()
-            metrics = self.train_epoch()
-            metrics.update(self.evaluate("val"))
-            if metrics[MONITOR] > self.best_metric:
-                self.best_metric, self.best_epoch = metrics[MONITOR], self.epoch
-            metrics["best_" + MONITOR] = self.best_metric
-            metrics["epoch_seconds"] = time.perf_counter() - start
-            for callback in callbacks:
-                if hasattr(callback, "on_epoch_end"):
-                    callback.on_epoch_end(self, metrics)
+    def run_epoch(self) -> dict[str, float]:
+        """Train one epoch, validate, track the best model. Keys: epoch, lr, train_loss,
+        train_loss_expert{e}, train_acc, train_images_per_s, val_* (acc, balanced_acc,
+        many/medium/few_acc, nll, ece, mce, expert{e}_acc), best_val_balanced_acc, epoch_seconds."""
+        start = time.perf_counter()
+        metrics = self.train_epoch()
+        metrics.update(self.evaluate("val"))
+        if metrics[MONITOR] > self.best_metric:
+            self.best_metric, self.best_epoch = metrics[MONITOR], self.epoch
+        metrics["best_" + MONITOR] = self.best_metric
+        metrics["epoch_seconds"] = time.perf_counter() - start
+        return metrics
+
+    def final_metrics(self) -> dict[str, float]:
+        """test_* on the reported test split and test_full_* on the whole test set (paper protocol)."""
         final = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_" + MONITOR: self.best_metric}
         final.update(self.evaluate("test"))
         final.update(self.evaluate("test_full"))
+        return final
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+    def fit(self, callbacks=()) -> dict[str, float]:
+        """Run the remaining epochs, calling `on_epoch_end(trainer, metrics)` after each, then
+        `on_fit_end(trainer, final_metrics)`."""
+        while not self.finished:
+            metrics = self.run_epoch()
+            for callback in callbacks:
+                if hasattr(callback, "on_epoch_end"):
+                    callback.on_epoch_end(self, metrics)
+        final = self.final_metrics()
         for callback in callbacks:
             if hasattr(callback, "on_fit_end"):
                 callback.on_fit_end(self, final)

@@ -1,0 +1,56 @@
+"""Declarative search spaces, one module per study, found by name.
+
+A space module defines:
+    PARAMS       {name: (low, high, "float" | "int")}   the searched parameters and default ranges
+    PAPER_POINT  {name: value}                          the paper's recipe in this parameterisation
+    LOWER_LIMITS {name: value}                          smallest value a range may start at
+    to_overrides(point, config) -> dict                 balpoe config overrides for a sampled point
+and a docstring that explains the parameterisation and why.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+SPACE_NAMES = ("alpha_tau", "alpha", "tau_spread", "experts")
+
+
+class SpaceError(ValueError):
+    """Unknown space or impossible range; the message names the option."""
+
+
+def get_space(name: str) -> ModuleType:
+    if name not in SPACE_NAMES:
+        raise SpaceError(f"--space: unknown space {name!r}; choose one of {', '.join(SPACE_NAMES)}")
+    return importlib.import_module(f"search_spaces.{name}")
+
+
+def resolve_ranges(space: ModuleType, overrides: dict[str, tuple[float, float]] | None = None) -> dict:
+    """The space's ranges with user overrides (`--range NAME=LOW:HIGH`), checked."""
+    ranges = {name: (low, high) for name, (low, high, _) in space.PARAMS.items()}
+    for name, (low, high) in (overrides or {}).items():
+        if name not in ranges:
+            raise SpaceError(f"--range: {name!r} is not a parameter of this space ({', '.join(ranges)})")
+        limit = space.LOWER_LIMITS[name]
+        if low < limit:
+            raise SpaceError(f"--range: {name} must stay in [{limit}, ∞); got {low}:{high}")
+        if not low < high:
+            raise SpaceError(f"--range: {name} needs LOW < HIGH; got {low}:{high}")
+        ranges[name] = (low, high)
+    return ranges
+
+
+def tune_domains(space: ModuleType, ranges: dict) -> dict:
+    from ray import tune
+    domains = {}
+    for name, (low, high) in ranges.items():
+        kind = space.PARAMS[name][2]
+        domains[name] = tune.randint(int(low), int(high) + 1) if kind == "int" else tune.uniform(low, high)
+    return domains
+
+
+def paper_point(space: ModuleType, ranges: dict) -> dict | None:
+    """The paper's point, when it lies inside the ranges (else there is nothing to seed)."""
+    point = dict(space.PAPER_POINT)
+    inside = all(ranges[name][0] <= value <= ranges[name][1] for name, value in point.items())
+    return point if inside else None

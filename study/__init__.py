@@ -1,0 +1,1 @@
+"""Ray Tune wiring for BalPoE studies; nothing model-specific lives here."""

@@ -1,0 +1,148 @@
+"""Resolved study settings: validated before Ray starts, saved as `study.json` in the experiment folder.
+
+Everything `resume` needs to rebuild the trainable and to judge completeness lives here, so a study
+folder is self-describing (space, scheduler, resources, versions).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from balpoe.config import Config, from_dict
+from search_spaces import get_space, resolve_ranges
+
+SETTINGS_FILE = "study.json"
+# metrics reported every epoch that may be optimised; test metrics never are (that would leak)
+OBJECTIVE_METRICS = ("val_balanced_acc", "val_acc", "val_many_acc", "val_medium_acc", "val_few_acc",
+                     "val_nll", "val_ece", "val_mce", "train_loss", "train_acc")
+
+
+class StudyError(ValueError):
+    """Bad study input; the message names the option. Raised before Ray starts."""
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+@dataclass
+class StudySettings:
+    kind: str                                   # "baseline" or "search"
+    name: str
+    storage_path: str                           # absolute path or a URI (s3://, gs://)
+    base: dict                                  # the balpoe config every trial starts from
+    seeds: list[int] = field(default_factory=lambda: [1])
+    space: str | None = None
+    ranges: dict = field(default_factory=dict)
+    objectives: list[list[str]] = field(default_factory=lambda: [["val_balanced_acc", "max"]])
+    num_samples: int = 1
+    max_concurrent: int | None = None
+    sampler_seed: int = 0
+    asha: bool = True
+    grace_period: int | None = None
+    reduction_factor: int = 2
+    max_t: int | None = None
+    cpus_per_trial: float | None = None         # None: decided once the cluster's size is known
+    gpus_per_trial: float | None = None
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 2
+    max_failures: int = 2
+    versions: dict = field(default_factory=dict)
+
+    @property
+    def experiment_dir(self) -> str:
+        return self.storage_path.rstrip("/") + "/" + self.name
+
+    @property
+    def epochs(self) -> int:
+        return int(self.base["epochs"])
+
+    @property
+    def expected_trials(self) -> int:
+        return len(self.seeds) if self.kind == "baseline" else self.num_samples
+
+    @property
+    def metric(self) -> str:
+        return self.objectives[0][0]
+
+    @property
+    def mode(self) -> str:
+        return self.objectives[0][1]
+
+    def validate(self) -> None:
+        config = from_dict(self.base)
+        if is_uri(self.storage_path):
+            raise StudyError(f"--storage-path: {self.storage_path} is a URI; studies write their settings and "
+                             f"Optuna database beside the trials, so use a filesystem path (shared on clusters)")
+        if self.kind not in ("baseline", "search"):
+            raise StudyError(f"unknown study kind {self.kind!r}")
+        if not self.name or "/" in self.name:
+            raise StudyError(f"--name: must be a non-empty folder name (got {self.name!r})")
+        if self.kind == "baseline" and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise StudyError(f"--seeds: need one or more distinct seeds (got {self.seeds})")
+        if self.kind == "search":
+            space = get_space(self.space or "")
+            self.ranges = {k: list(v) for k, v in resolve_ranges(space, {k: tuple(v) for k, v in
+                                                                         self.ranges.items()}).items()}
+            if self.num_samples < 1:
+                raise StudyError(f"--num-samples: must be >= 1 (got {self.num_samples})")
+        for metric, mode in self.objectives:
+            if metric.startswith("test_"):
+                raise StudyError(f"--objectives: {metric} is a test metric; searches optimise validation "
+                                 f"metrics only (tuning on the test split leaks)")
+            if metric not in OBJECTIVE_METRICS:
+                raise StudyError(f"--objectives: unknown metric {metric!r}; choose from {', '.join(OBJECTIVE_METRICS)}")
+            if mode not in ("max", "min"):
+                raise StudyError(f"--objectives: mode for {metric} must be max or min (got {mode!r})")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise StudyError(f"--max-concurrent: must be >= 1 (got {self.max_concurrent})")
+        max_t = self.max_t or config.epochs
+        if not 1 <= max_t <= config.epochs:
+            raise StudyError(f"--max-t: must be in [1, epochs={config.epochs}] (got {self.max_t})")
+        grace = self.grace_period if self.grace_period is not None else default_grace_period(config)
+        if self.asha and not 1 <= grace <= max_t:
+            raise StudyError(f"--grace-period: {grace} is beyond the {max_t} epochs a trial runs; "
+                             f"choose 1…{max_t} or --no-asha")
+        if self.reduction_factor < 2:
+            raise StudyError(f"--reduction-factor: must be >= 2 (got {self.reduction_factor})")
+        gpus = self.gpus_per_trial
+        if gpus is not None and (gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
+            raise StudyError(f"--gpus-per-trial: a fraction in (0, 1] or a whole number of GPUs (got {gpus})")
+        if self.cpus_per_trial is not None and self.cpus_per_trial <= 0:
+            raise StudyError(f"--cpus-per-trial: must be > 0 (got {self.cpus_per_trial})")
+        if self.checkpoint_every < 1:
+            raise StudyError(f"--checkpoint-every: must be >= 1 (got {self.checkpoint_every})")
+        if self.keep_checkpoints < 1:
+            raise StudyError(f"--keep-checkpoints: must be >= 1 (got {self.keep_checkpoints})")
+        if self.max_failures < 0:
+            raise StudyError(f"--max-failures: must be >= 0 (got {self.max_failures})")
+        self.max_t, self.grace_period = max_t, grace
+
+    def config(self) -> Config:
+        return from_dict(self.base)
+
+    def save(self, folder: str | Path) -> None:
+        Path(folder, SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "StudySettings":
+        return cls(**json.loads(Path(folder, SETTINGS_FILE).read_text()))
+
+
+def default_grace_period(config: Config) -> int:
+    """First ASHA rung just after the first LR step has settled (165 of 200 for the recipe): before the
+    step, scores rank trials poorly and favour small mixup α (DESIGN §4)."""
+    return min(config.epochs, config.step1 + max(1, config.epochs // 40))
+
+
+def versions() -> dict:
+    import optuna
+    import ray
+    import torch
+    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
+            "optuna": optuna.__version__, "command": " ".join([os.path.basename(sys.executable), *sys.argv])}

@@ -1,0 +1,73 @@
+"""The Tune function trainable: a thin adapter around `balpoe.Trainer`.
+
+Trial config keys: `base` (a balpoe config dict, already validated by the driver), optional `space`
+(a search-space name) with that space's sampled parameters, optional `seed`, `checkpoint_every`,
+`threads`, and `fault_injection` ({"epoch": k, "marker": path}: crash once at epoch k — used by the
+fault-tolerance test). Only the `ray.tune` API is used here (DESIGN §5).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from balpoe.checkpoint import load_checkpoint, save_checkpoint
+from balpoe.config import from_dict
+from balpoe.trainer import Trainer
+from search_spaces import get_space
+
+STATE_FILE = "trainer_state.pth"
+
+
+class InjectedFault(RuntimeError):
+    """Raised once by `fault_injection`, to prove that a crashed trial resumes from its checkpoint."""
+
+
+def trial_config_to_balpoe(trial_config: dict):
+    base = from_dict(trial_config["base"])
+    overrides = {}
+    if trial_config.get("space"):
+        space = get_space(trial_config["space"])
+        overrides.update(space.to_overrides({k: trial_config[k] for k in space.PARAMS}, base))
+    if "seed" in trial_config:
+        overrides["seed"] = int(trial_config["seed"])
+    return base.replace(**overrides)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train_balpoe(trial_config: dict) -> None:
+    torch.set_num_threads(max(1, int(trial_config.get("threads", 1))))
+    config = trial_config_to_balpoe(trial_config)
+    trainer = Trainer(config)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            trainer.load_state_dict(load_checkpoint(Path(folder) / STATE_FILE))
+    every = int(trial_config.get("checkpoint_every", 1))
+    fault = trial_config.get("fault_injection")
+    context = {"device": str(trainer.device), "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+               "tau_list": ";".join(f"{t:g}" for t in config.tau_list), "mixup_alpha": config.mixup_alpha,
+               "num_experts": config.num_experts, "seed": config.seed, "planned_epochs": config.epochs}
+    while not trainer.finished:
+        metrics = trainer.run_epoch()
+        if fault and metrics["epoch"] == fault["epoch"] and not Path(fault["marker"]).exists():
+            Path(fault["marker"]).write_text("crashed once\n")
+            raise InjectedFault(f"injected fault at epoch {fault['epoch']}")
+        if trainer.finished:
+            metrics.update(trainer.final_metrics())
+        metrics.update(context, peak_memory_mb=peak_memory_mb(trainer.device))
+        if metrics["epoch"] % every == 0 or trainer.finished:
+            with tempfile.TemporaryDirectory() as folder:
+                save_checkpoint(trainer.state_dict(), Path(folder) / STATE_FILE)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)

@@ -1,0 +1,111 @@
+"""Tuner construction: resources, scheduler, searcher, run config — and knowing when a study is done."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from search_spaces import get_space, paper_point, tune_domains
+
+from .progress import CompactProgress
+from .settings import StudySettings
+from .trainable import train_balpoe
+
+ASHA_STOPPED_FILE = "asha_stopped.json"
+
+
+class RecordingASHA(ASHAScheduler):
+    """ASHA that writes down which trials it stopped: after an interrupt Tune shows every trial as
+    terminated, so this record is how a study tells "stopped early by ASHA" from "cut off"."""
+
+    def __init__(self, record_path: str, **kwargs):
+        super().__init__(**kwargs)
+        self.record_path = record_path
+        self.stopped: list[str] = []
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == self.STOP and result.get(self._time_attr, 0) < self._max_t and trial.trial_id not in self.stopped:
+            self.stopped.append(trial.trial_id)
+            Path(self.record_path).write_text(json.dumps(self.stopped))
+        return decision
+
+
+def trainable_with_resources(settings: StudySettings):
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial or 0}
+    return tune.with_resources(train_balpoe, resources)
+
+
+def param_space(settings: StudySettings) -> dict:
+    space = {"base": settings.base, "checkpoint_every": settings.checkpoint_every,
+             "threads": max(1, int(settings.cpus_per_trial))}
+    if settings.kind == "baseline":
+        space["seed"] = tune.grid_search(settings.seeds)
+    else:
+        module = get_space(settings.space)
+        space["space"] = settings.space
+        space.update(tune_domains(module, settings.ranges))
+    return space
+
+
+def searcher(settings: StudySettings):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+    module = get_space(settings.space)
+    seed_point = paper_point(module, settings.ranges)
+    multi = len(settings.objectives) > 1
+    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(settings.experiment_dir) / 'optuna.db'}")
+    return OptunaSearch(
+        metric=[m for m, _ in settings.objectives] if multi else None,
+        mode=[m for _, m in settings.objectives] if multi else None,
+        points_to_evaluate=[seed_point] if seed_point else None,
+        sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed),
+        study_name=settings.name, storage=storage)
+
+
+def build_tuner(settings: StudySettings, callbacks=None, trainable=None) -> tune.Tuner:
+    multi = len(settings.objectives) > 1
+    scheduler = None
+    if settings.asha:
+        scheduler = RecordingASHA(
+            str(Path(settings.experiment_dir) / ASHA_STOPPED_FILE), time_attr="epoch",
+            metric=settings.metric if multi else None, mode=settings.mode if multi else None,
+            max_t=settings.max_t, grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+    tune_config = tune.TuneConfig(
+        metric=None if multi else settings.metric, mode=None if multi else settings.mode,
+        search_alg=searcher(settings) if settings.kind == "search" else None,
+        scheduler=scheduler,
+        num_samples=settings.num_samples if settings.kind == "search" else 1,
+        max_concurrent_trials=settings.max_concurrent,
+        trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}")
+    run_config = tune.RunConfig(
+        name=settings.name, storage_path=settings.storage_path, verbose=0,
+        callbacks=callbacks if callbacks is not None else [CompactProgress(settings)],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures))
+    return tune.Tuner(trainable or trainable_with_resources(settings), param_space=param_space(settings),
+                      tune_config=tune_config, run_config=run_config)
+
+
+def restore_tuner(settings: StudySettings, trainable=None) -> tune.Tuner:
+    return tune.Tuner.restore(settings.experiment_dir, trainable=trainable or trainable_with_resources(settings),
+                              resume_errored=True, resume_unfinished=True)
+
+
+def trial_status(settings: StudySettings, frame) -> dict:
+    """Which trials are complete: finished all epochs, or stopped by ASHA on purpose."""
+    record = Path(settings.experiment_dir) / ASHA_STOPPED_FILE
+    asha_stopped = set(json.loads(record.read_text())) if record.exists() else set()
+    finished, early, unfinished = [], [], []
+    for _, row in frame.iterrows():
+        if row.get("epoch", 0) >= settings.epochs:
+            finished.append(row["trial_id"])
+        elif row["trial_id"] in asha_stopped:
+            early.append(row["trial_id"])
+        else:
+            unfinished.append(row["trial_id"])
+    missing = settings.expected_trials - len(frame)
+    return {"finished": finished, "asha_stopped": early, "unfinished": unfinished, "not_started": max(0, missing),
+            "complete": not unfinished and missing <= 0}

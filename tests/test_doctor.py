@@ -1,0 +1,112 @@
+"""`doctor`: healthy and broken set-ups, run in-process; only the healthy one starts a real Ray."""
+from __future__ import annotations
+
+import argparse
+
+from conftest import make_cifar_folder
+from study import doctor
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    doctor.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def rows(output: str) -> dict[str, tuple[str, str]]:
+    """name -> (status, detail) for every check row; fix lines start with blanks and are skipped."""
+    found = {}
+    for line in output.splitlines():
+        if line[:4].strip() in ("ok", "warn", "FAIL"):
+            status, rest = line[:4].strip(), line[6:]
+            found[rest[:doctor.NAME_WIDTH].strip()] = (status, rest[doctor.NAME_WIDTH:].strip())
+    return found
+
+
+def test_defaults():
+    args = parse()
+    assert (args.dataset, args.data_dir, args.storage_path, args.address, args.skip_ray) == \
+        ("cifar100-lt", "./data", "./runs", None, False)
+
+
+def test_healthy_setup_with_a_real_local_ray(tmp_path, capsys):
+    storage = tmp_path / "runs"  # missing: doctor creates it
+    code = doctor.run(parse("--dataset", "synthetic-lt", "--storage-path", str(storage)))
+    out = capsys.readouterr().out
+    found = rows(out)
+    assert code == 0, out
+    for name in ("python", "torch", "torchvision", "ray", "optuna", "pandas", "numpy", "ray[default]"):
+        assert found[name][0] == "ok", out
+    assert found["torch GPUs"][0] in ("ok", "warn")
+    assert found["data synthetic-lt"] == ("ok", "generated in memory")
+    assert found["storage path"][0] == "ok" and str(storage) in found["storage path"][1]
+    assert storage.is_dir() and not any(storage.iterdir())  # the probe file is gone
+    assert found["ray start"][0] == "ok" and found["ray start"][1].startswith("started a local Ray in ")
+    assert found["ray GPUs"][0] in ("ok", "warn")
+    status, detail = found["ray dashboard"]
+    assert status == "ok" and detail.startswith("http://127.0.0.1:") and " answers HTTP " in detail, out
+    assert "FAIL" not in out and "fix:" not in out
+    assert out.rstrip().endswith("all checks passed")
+    import ray
+    assert not ray.is_initialized()
+
+
+def test_generated_cifar_folder_is_present_but_not_official(tmp_path, capsys):
+    make_cifar_folder(tmp_path, "cifar10")
+    code = doctor.run(parse("--dataset", "cifar10-lt", "--data-dir", str(tmp_path),
+                            "--storage-path", str(tmp_path / "runs"), "--skip-ray"))
+    out = capsys.readouterr().out
+    status, detail = rows(out)["data cifar10-lt"]
+    assert (code, status) == (0, "warn"), out
+    assert "not the official files" in detail
+    assert "ray start" not in out and out.rstrip().endswith("all checks passed")
+
+
+def test_missing_cifar_fails_with_the_fix(tmp_path, capsys):
+    code = doctor.run(parse("--dataset", "cifar100-lt", "--data-dir", str(tmp_path / "nothing"),
+                            "--storage-path", str(tmp_path / "runs"), "--skip-ray"))
+    out = capsys.readouterr().out
+    status, detail = rows(out)["data cifar100-lt"]
+    assert (code, status) == (1, "FAIL"), out
+    assert "absent" in detail and "cifar-100-python" in detail
+    assert "fix: python -m balpoe train --dataset cifar100-lt" in out
+    assert "or --data-dir pointing to an existing copy" in out
+    assert not (tmp_path / "nothing").exists()  # doctor never downloads
+    assert out.rstrip().endswith("1 check failed: fix them before a long run")
+
+
+def test_unwritable_storage_path_fails(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = doctor.run(parse("--dataset", "synthetic-lt", "--storage-path", str(blocker / "runs"), "--skip-ray"))
+    out = capsys.readouterr().out
+    status, detail = rows(out)["storage path"]
+    assert (code, status) == (1, "FAIL"), out
+    assert "not writable" in detail
+    assert "fix: choose a writable --storage-path" in out
+
+
+def test_uri_storage_is_not_checked_locally(capsys):
+    code = doctor.run(parse("--dataset", "synthetic-lt", "--storage-path", "s3://bucket/runs", "--skip-ray"))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert rows(out)["storage path"] == ("ok", "s3://bucket/runs: a URI, not checked locally")
+
+
+def test_two_failures_are_counted(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = doctor.run(parse("--dataset", "cifar10-lt", "--data-dir", str(tmp_path),
+                            "--storage-path", str(blocker / "runs"), "--skip-ray"))
+    assert code == 1
+    assert capsys.readouterr().out.rstrip().endswith("2 checks failed: fix them before a long run")
+
+
+def test_fashion_mnist_absent_fails_with_the_apt_fix(tmp_path, capsys, monkeypatch):
+    from balpoe import data
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-copy")
+    code = doctor.run(parse("--dataset", "fashion-mnist-lt", "--data-dir", str(tmp_path),
+                            "--storage-path", str(tmp_path / "runs"), "--skip-ray"))
+    out = capsys.readouterr().out
+    assert (code, rows(out)["data fashion-mnist-lt"][0]) == (1, "FAIL"), out
+    assert "fix: apt-get install dataset-fashion-mnist" in out

@@ -1,0 +1,199 @@
+"""The Ray Tune layer, end to end on a local Ray with generated data (`--preset smoke`)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from study.run import main
+
+SMOKE = ["--preset", "smoke", "--num-cpus", "2", "--checkpoint-every", "1", "--progress-interval", "2"]
+TIMING = {"epoch_seconds", "train_seconds", "train_images_per_s", "time_this_iter_s", "time_total_s", "timestamp",
+          "date", "pid", "peak_memory_mb", "time_since_restore", "iterations_since_restore", "training_iteration",
+          "trial_id", "experiment_tag", "hostname", "node_ip", "checkpoint_dir_name", "done", "should_checkpoint",
+          "config"}
+
+
+def trial_results(experiment: Path) -> dict[str, list[dict]]:
+    """Every trial's reported rows, the last row per epoch kept (a restore repeats one)."""
+    trials = {}
+    for result_file in sorted(experiment.glob("trial_*/result.json")):
+        rows = {}
+        for line in result_file.read_text().splitlines():
+            row = json.loads(line)
+            rows[row["epoch"]] = row
+        trials[result_file.parent.name] = [rows[e] for e in sorted(rows)]
+    return trials
+
+
+@pytest.fixture(autouse=True)
+def no_ray_left():
+    yield
+    import ray
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--space", "nope"], "--space: unknown space 'nope'; choose one of alpha_tau"),
+    (["baseline", "--preset", "huge"], "invalid choice: 'huge'"),
+    (["search", "--range", "mixup_alpha=-0.5:1"], "--range: mixup_alpha must stay in [0.0, ∞)"),
+    (["search", "--grace-period", "300"], "--grace-period: 300 is beyond the 200 epochs"),
+    (["baseline", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
+    (["baseline", "--gpus-per-trial", "0"], "--gpus-per-trial"),
+    (["search", "--objectives", "val_acuracy:max"], "--objectives: unknown metric 'val_acuracy'"),
+    (["search", "--objectives", "test_balanced_acc:max"], "test metric"),
+    (["baseline", "--mixup-alpha", "-1"], "mixup_alpha"),
+    (["resume", "missing-study"], "resume: no study at"),
+])
+def test_bad_input_is_rejected_before_ray_starts(argv, message, tmp_path, capsys):
+    import ray
+    try:
+        code = main([*argv, "--storage-path", str(tmp_path)])
+    except SystemExit as exit_:  # argparse's own checks exit with 2 as well
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_storage_path_must_be_writable_and_ours(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["baseline", *SMOKE, "--storage-path", str(blocker / "runs")]) == 2
+    assert "--storage-path" in capsys.readouterr().err
+    foreign = tmp_path / "runs" / "baseline"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("someone else's")
+    assert main(["baseline", *SMOKE, "--storage-path", str(tmp_path / "runs")]) == 2
+    assert "not a study folder" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "someone else's"
+
+
+def test_smoke_baseline_two_seeds(tmp_path, capsys):
+    assert main(["baseline", *SMOKE, "--seeds", "1", "2", "--storage-path", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Ray dashboard: http://127.0.0.1:" in out and "2 finished" in out and f"results: {tmp_path}/baseline" in out
+    experiment = tmp_path / "baseline"
+    settings = json.loads((experiment / "study.json").read_text())
+    assert settings["seeds"] == [1, 2] and settings["versions"]["ray"] == "2.60.0"
+    trials = trial_results(experiment)
+    assert len(trials) == 2
+    for rows in trials.values():
+        assert [r["epoch"] for r in rows] == [1, 2]
+        assert {"val_balanced_acc", "val_ece", "train_loss", "device", "gpu_ids", "peak_memory_mb"} <= set(rows[0])
+        assert {"test_balanced_acc", "test_full_acc", "test_full_ece"} <= set(rows[-1])
+    assert sorted(rows[0]["seed"] for rows in trials.values()) == [1, 2]
+
+
+def test_search_seeds_paper_point_and_asha_stops_early(tmp_path, capsys):
+    argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "6", "--max-concurrent", "1",
+            "--grace-period", "1", "--storage-path", str(tmp_path)]
+    assert main(argv) == 0
+    experiment = tmp_path / "search-alpha_tau"
+    trials = trial_results(experiment)
+    assert len(trials) == 6
+    first = min(trials.values(), key=lambda rows: rows[0]["timestamp"])
+    assert (first[0]["mixup_alpha"], first[0]["tau_list"]) == (0.4, "0;1;2")  # the paper's point
+    stopped = json.loads((experiment / "asha_stopped.json").read_text())
+    assert stopped and all(len(trials[f"trial_{t}"]) == 1 for t in stopped)
+    assert (experiment / "optuna.db").exists()
+    import optuna
+    study = optuna.load_study(study_name="search-alpha_tau", storage=f"sqlite:///{experiment / 'optuna.db'}")
+    assert len(study.trials) == 6 and study.trials[0].params == {"mixup_alpha": 0.4, "tau_spread": 1.0}
+    assert "stopped early by ASHA" in capsys.readouterr().out
+
+
+def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
+    import ray
+    from ray import tune
+
+    from study import tuner
+    from study.run import PRESETS
+    from study.settings import StudySettings
+    from balpoe.config import Config
+
+    config = Config().replace(**PRESETS["smoke"]).replace(epochs=3, step1=2, step2=3)
+    settings = StudySettings(kind="baseline", name="faults", storage_path=str(tmp_path), base=config.to_dict(),
+                             cpus_per_trial=1, gpus_per_trial=0, checkpoint_every=1, max_failures=1, asha=False)
+    settings.validate()
+    space = tuner.param_space(settings)
+    space["fault_injection"] = tune.grid_search([None, {"epoch": 2, "marker": str(tmp_path / "crashed")}])
+    ray.init(num_cpus=2, include_dashboard=False)
+    results = tune.Tuner(tuner.trainable_with_resources(settings), param_space=space,
+                         run_config=tune.RunConfig(name="faults", storage_path=str(tmp_path), verbose=0,
+                                                   failure_config=tune.FailureConfig(max_failures=1))).fit()
+    assert (tmp_path / "crashed").exists() and not results.errors
+    plain, faulty = sorted(trial_results(tmp_path / "faults").values(), key=lambda rows: rows[0]["config"]["fault_injection"] is not None)
+    assert [r["epoch"] for r in faulty] == [1, 2, 3]
+    for a, b in zip(plain, faulty):
+        assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+
+
+def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path):
+    experiment = tmp_path / "baseline"
+    argv = [sys.executable, "-m", "study.run", "baseline", *SMOKE, "--seeds", "1", "2", "--max-concurrent", "1",
+            "--cpus-per-trial", "1", "--storage-path", str(tmp_path)]
+    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait: one trial finished, the other started
+        trials = trial_results(experiment) if experiment.exists() else {}
+        if sorted(len(rows) for rows in trials.values()) in ([1, 2], [2, 1]):
+            break
+        time.sleep(0.5)
+    else:
+        driver.kill()
+        pytest.fail("the study did not reach the interrupt point in time")
+    finished = next(name for name, rows in trials.items() if len(rows) == 2)
+    finished_log = (experiment / finished / "result.json").read_text()
+    driver.send_signal(signal.SIGTERM)  # forwarded as SIGUSR1: Tune saves its state and returns
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, out
+    assert "python -m study.run resume baseline" in out
+
+    assert main(["resume", "baseline", "--storage-path", str(tmp_path), "--num-cpus", "2"]) == 0
+    trials = trial_results(experiment)
+    assert all([r["epoch"] for r in rows] == [1, 2] for rows in trials.values())
+    assert (experiment / finished / "result.json").read_text() == finished_log  # not re-run
+
+
+def test_fractional_gpus_pack_trials_on_logical_gpus(tmp_path):
+    argv = ["baseline", *SMOKE, "--seeds", "1", "2", "3", "4", "--num-gpus", "2", "--gpus-per-trial", "0.5",
+            "--cpus-per-trial", "0.5", "--storage-path", str(tmp_path)]
+    assert main(argv) == 0
+    trials = trial_results(tmp_path / "baseline")
+    assert sorted(rows[0]["gpu_ids"] for rows in trials.values()) == ["0", "0", "1", "1"]
+    assert {rows[0]["device"] for rows in trials.values()} == {"cpu"}  # logical GPUs: torch sees none
+    starts = [rows[0]["timestamp"] - rows[0]["time_total_s"] for rows in trials.values()]
+    ends = [rows[-1]["timestamp"] for rows in trials.values()]
+    assert max(starts) < min(ends)  # all four ran at once
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        argv = ["baseline", *SMOKE, "--seeds", "1", "2", "--cpus-per-trial", "1", "--address", cluster.address,
+                "--storage-path", str(tmp_path)]
+        argv.remove("--num-cpus"), argv.remove("2")
+        assert main(argv) == 0
+        trials = trial_results(tmp_path / "baseline")
+        assert len(trials) == 2 and all(len(rows) == 2 for rows in trials.values())
+        ray.init(address=cluster.address)
+        nodes = {a.node_id for a in list_actors(filters=[("class_name", "=", "ImplicitFunc")], limit=100)}
+        assert len(nodes) == 2
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
