@@ -2,7 +2,8 @@
 
 Three measurements, in one run, on the same machine and device, with the canonical recipe
 (CIFAR-100-LT at IR 100: 10,847 training images over 100 classes, ResNet-32 with 3 experts,
-τ 0/1/2, mixup α 0.4, batch 128, SGD lr 0.1 / momentum 0.9 / Nesterov / wd 5e-4):
+τ 0/1/2, mixup α 0.4, batch 128, SGD momentum 0.9 / Nesterov / wd 5e-4 at the recipe's first-epoch
+LR 0.1 × 1/5; all three pipelines start from the same seeded model):
 
 1. ours  — `balpoe.trainer.Trainer.train_epoch()` on an injected `DataBundle` (uint8 NCHW images on the
    device; `BatchLoader` augments each batch with one gather, normalises, mixes up; channels_last as the
