@@ -13,7 +13,8 @@ import pytest
 
 from study.run import main
 
-SMOKE = ["--preset", "smoke", "--num-cpus", "2", "--checkpoint-every", "1", "--progress-interval", "2"]
+SMOKE = ["--preset", "smoke", "--num-cpus", "2", "--checkpoint-every", "1", "--progress-interval", "2",
+         "--cpus-per-trial", "1"]
 TIMING = {"epoch_seconds", "train_seconds", "train_images_per_s", "time_this_iter_s", "time_total_s", "timestamp",
           "date", "pid", "peak_memory_mb", "time_since_restore", "iterations_since_restore", "training_iteration",
           "trial_id", "experiment_tag", "hostname", "node_ip", "checkpoint_dir_name", "done", "should_checkpoint",
@@ -92,6 +93,7 @@ def test_smoke_baseline_two_seeds(tmp_path, capsys):
     assert sorted(rows[0]["seed"] for rows in trials.values()) == [1, 2]
 
 
+@pytest.mark.ray_heavy
 def test_search_seeds_paper_point_and_asha_stops_early(tmp_path, capsys):
     argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "6", "--max-concurrent", "1",
             "--grace-period", "1", "--storage-path", str(tmp_path)]
@@ -110,6 +112,7 @@ def test_search_seeds_paper_point_and_asha_stops_early(tmp_path, capsys):
     assert "stopped early by ASHA" in capsys.readouterr().out
 
 
+@pytest.mark.ray_heavy
 def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
     import ray
     from ray import tune
@@ -136,10 +139,11 @@ def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
         assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
 
 
+@pytest.mark.ray_heavy
 def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path):
     experiment = tmp_path / "baseline"
     argv = [sys.executable, "-m", "study.run", "baseline", *SMOKE, "--seeds", "1", "2", "--max-concurrent", "1",
-            "--cpus-per-trial", "1", "--storage-path", str(tmp_path)]
+            "--storage-path", str(tmp_path)]
     driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     deadline = time.time() + 240
@@ -164,9 +168,11 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path):
     assert (experiment / finished / "result.json").read_text() == finished_log  # not re-run
 
 
+@pytest.mark.ray_heavy
 def test_fractional_gpus_pack_trials_on_logical_gpus(tmp_path):
     argv = ["baseline", *SMOKE, "--seeds", "1", "2", "3", "4", "--num-gpus", "2", "--gpus-per-trial", "0.5",
-            "--cpus-per-trial", "0.5", "--storage-path", str(tmp_path)]
+            "--storage-path", str(tmp_path)]
+    argv[argv.index("--cpus-per-trial") + 1] = "0.5"
     assert main(argv) == 0
     trials = trial_results(tmp_path / "baseline")
     assert sorted(rows[0]["gpu_ids"] for rows in trials.values()) == ["0", "0", "1", "1"]
@@ -176,6 +182,7 @@ def test_fractional_gpus_pack_trials_on_logical_gpus(tmp_path):
     assert max(starts) < min(ends)  # all four ran at once
 
 
+@pytest.mark.ray_heavy
 def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
@@ -185,7 +192,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     try:
-        argv = ["baseline", *SMOKE, "--seeds", "1", "2", "--cpus-per-trial", "1", "--address", cluster.address,
+        argv = ["baseline", *SMOKE, "--seeds", "1", "2", "--address", cluster.address,
                 "--storage-path", str(tmp_path)]
         argv.remove("--num-cpus"), argv.remove("2")
         assert main(argv) == 0
