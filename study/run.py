@@ -6,6 +6,7 @@ Every input is checked before Ray starts; the experiment folder holds Tune's res
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from .settings import SETTINGS_FILE, StudyError, StudySettings, is_uri, versions
 PRESETS = {
     "paper": {},
     "smoke": {"dataset": "synthetic-lt", "imb_factor": 0.1, "epochs": 2, "warmup_epochs": 1, "step1": 1,
-              "step2": 2, "batch_size": 32, "save_period": 1},
+              "step2": 2, "batch_size": 16, "save_period": 1},  # batch 16: epoch 1 already ranks trials, for ASHA
     "fmnist": {"dataset": "fashion-mnist-lt", "epochs": 10},
 }
 
@@ -200,17 +201,25 @@ def prepare_data(settings: StudySettings) -> None:
     settings.base = config.replace(download=False).to_dict()
 
 
+def quiet_ray() -> None:
+    """Our progress view replaces Tune's: its banner table and INFO lines would bury it."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    for name in ("ray", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def start_ray(args: argparse.Namespace) -> None:
     import ray
+    quiet_ray()
     if args.address:
-        context = ray.init(address=args.address, log_to_driver=False)
+        context = ray.init(address=args.address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         if args.dashboard_host not in ("127.0.0.1", "localhost"):
             print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:{args.dashboard_port}; "
                   f"anyone who can reach it can see and control this cluster", file=sys.stderr)
         context = ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=True,
                            dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
-                           log_to_driver=False)
+                           log_to_driver=False, logging_level=logging.WARNING)
     url = context.dashboard_url
     if url:
         print(f"Ray dashboard: http://{url}" if "://" not in url else f"Ray dashboard: {url}")
@@ -244,6 +253,7 @@ def summarise(settings: StudySettings, results) -> int:
                            "best_val_balanced_acc", "test_balanced_acc", "test_full_acc", "test_full_ece")
                if c in frame.columns]
     if len(frame):
+        print()
         print(frame[columns].sort_values(metric, ascending=settings.mode == "min").to_string(
             index=False, float_format=lambda v: f"{v:.4f}"))
     errors = [r for r in results if r.error]

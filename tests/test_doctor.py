@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from conftest import make_cifar_folder
 from study import doctor
 
@@ -29,6 +31,7 @@ def test_defaults():
         ("cifar100-lt", "./data", "./runs", None, False)
 
 
+@pytest.mark.ray
 def test_healthy_setup_with_a_real_local_ray(tmp_path, capsys):
     storage = tmp_path / "runs"  # missing: doctor creates it
     code = doctor.run(parse("--dataset", "synthetic-lt", "--storage-path", str(storage)))
