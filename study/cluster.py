@@ -32,4 +32,4 @@ def check_shared_storage(storage_path: str) -> None:
         marker.unlink()
     if blind:
         raise StudyError(f"--storage-path: {storage_path} is not shared: node(s) {', '.join(blind)} cannot see it. "
-                         f"On a multi-node cluster use a shared filesystem path or a URI such as s3://bucket/runs")
+                         f"On a multi-node cluster put --storage-path on a filesystem every node mounts (NFS, Lustre, …)")

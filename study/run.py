@@ -244,18 +244,41 @@ def resolve_resources(settings: StudySettings) -> None:
     check_shared_storage(settings.storage_path)
 
 
+def pareto_front(frame, objectives: list[list[str]]):
+    """True for rows that no other row beats on every objective; rows missing a value are never on it."""
+    import pandas as pd
+    signs = pd.Series({metric: 1.0 if mode == "max" else -1.0 for metric, mode in objectives})
+    values = frame[list(signs.index)].mul(signs).to_numpy()
+    complete = ~pd.isna(values).any(axis=1)
+    on_front = []
+    for row, ok in zip(values, complete):
+        others = values[complete]
+        dominated = ((others >= row).all(axis=1) & (others > row).any(axis=1)).any()
+        on_front.append(bool(ok) and not dominated)
+    return pd.Series(on_front, index=frame.index)
+
+
 def summarise(settings: StudySettings, results) -> int:
     from .tuner import trial_status
     frame = results.get_dataframe()
     status = trial_status(settings, frame)
     metric = settings.metric
-    columns = [c for c in ("trial_id", "seed", "mixup_alpha", "tau_list", "num_experts", "epoch", metric,
+    objectives = [m for m, _ in settings.objectives] if settings.kind == "search" else [metric]
+    columns = [c for c in ("trial_id", "seed", "mixup_alpha", "tau_list", "num_experts", "epoch", *objectives,
                            "best_val_balanced_acc", "test_balanced_acc", "test_full_acc", "test_full_ece")
                if c in frame.columns]
+    columns = list(dict.fromkeys(columns))
+    if len(objectives) > 1 and len(frame):  # Pareto among trials that ran all their epochs
+        finished = frame["trial_id"].isin(status["finished"])
+        frame["pareto"] = (pareto_front(frame[finished], settings.objectives)
+                           .reindex(frame.index, fill_value=False).map({True: "*", False: ""}))
+        columns.append("pareto")
     if len(frame):
         print()
         print(frame[columns].sort_values(metric, ascending=settings.mode == "min").to_string(
             index=False, float_format=lambda v: f"{v:.4f}"))
+        if "pareto" in columns:
+            print("pareto *: no other finished trial is at least as good on every objective and better on one")
     errors = [r for r in results if r.error]
     print(f"\n{len(status['finished'])} finished, {len(status['asha_stopped'])} stopped early by ASHA, "
           f"{len(status['unfinished'])} unfinished, {status['not_started']} not started, {len(errors)} errored")

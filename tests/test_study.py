@@ -77,6 +77,16 @@ def test_storage_path_must_be_writable_and_ours(tmp_path, capsys):
     assert (foreign / "notes.txt").read_text() == "someone else's"
 
 
+def test_pareto_front_keeps_the_undominated_trials():
+    import pandas as pd
+
+    from study.run import pareto_front
+    frame = pd.DataFrame({"val_balanced_acc": [0.5, 0.6, 0.4, 0.6, float("nan")],
+                          "val_ece": [0.10, 0.20, 0.30, 0.25, 0.01]})
+    front = pareto_front(frame, [["val_balanced_acc", "max"], ["val_ece", "min"]])
+    assert front.tolist() == [True, True, False, False, False]
+
+
 @pytest.mark.ray
 def test_smoke_baseline_two_seeds(tmp_path, capsys):
     assert main(["baseline", *SMOKE, "--seeds", "1", "2", "--storage-path", str(tmp_path)]) == 0
