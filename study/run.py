@@ -258,9 +258,18 @@ def pareto_front(frame, objectives: list[list[str]]):
     return pd.Series(on_front, index=frame.index)
 
 
-def summarise(settings: StudySettings, results) -> int:
+def completed_frame(settings: StudySettings):
+    """The trial table of a study with nothing left to run, read without starting Ray; else None."""
+    from ray.tune import ExperimentAnalysis
     from .tuner import trial_status
-    frame = results.get_dataframe()
+    if not any(Path(settings.experiment_dir).glob("experiment_state-*.json")):
+        return None
+    frame = ExperimentAnalysis(settings.experiment_dir).dataframe()
+    return frame if trial_status(settings, frame)["complete"] else None
+
+
+def summarise(settings: StudySettings, frame, errors: int = 0) -> int:
+    from .tuner import trial_status
     status = trial_status(settings, frame)
     metric = settings.metric
     objectives = [m for m, _ in settings.objectives] if settings.kind == "search" else [metric]
@@ -279,9 +288,8 @@ def summarise(settings: StudySettings, results) -> int:
             index=False, float_format=lambda v: f"{v:.4f}"))
         if "pareto" in columns:
             print("pareto *: no other finished trial is at least as good on every objective and better on one")
-    errors = [r for r in results if r.error]
     print(f"\n{len(status['finished'])} finished, {len(status['asha_stopped'])} stopped early by ASHA, "
-          f"{len(status['unfinished'])} unfinished, {status['not_started']} not started, {len(errors)} errored")
+          f"{len(status['unfinished'])} unfinished, {status['not_started']} not started, {errors} errored")
     print(f"results: {settings.experiment_dir}  (study.json, trial folders"
           f"{', optuna.db' if settings.kind == 'search' else ''})")
     if not status["complete"]:
@@ -310,7 +318,7 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
         else:
             tuner = build_tuner(settings, callbacks=[CompactProgress(settings, interval=args.progress_interval)])
         results = tuner.fit()
-        return summarise(settings, results)
+        return summarise(settings, results.get_dataframe(), errors=sum(1 for r in results if r.error))
     finally:
         ray.shutdown()
 
@@ -322,7 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             from . import doctor
             return doctor.run(args)
         if args.command == "resume":
-            return run_study(resume_settings(args), args, resume=True)
+            settings = resume_settings(args)
+            frame = completed_frame(settings)
+            if frame is not None:
+                print(f"{settings.kind} '{settings.name}' is already complete; nothing to resume")
+                return summarise(settings, frame)
+            return run_study(settings, args, resume=True)
         return run_study(settings_from_args(args), args)
     except (StudyError, ConfigError, SpaceError) as err:
         print(f"error: {err}", file=sys.stderr)

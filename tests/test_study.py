@@ -151,7 +151,7 @@ def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
 
 
 @pytest.mark.ray
-def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path):
+def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, capsys):
     experiment = tmp_path / "baseline"
     argv = [sys.executable, "-m", "study.run", "baseline", *SMOKE, "--seeds", "1", "2", "--max-concurrent", "1",
             "--storage-path", str(tmp_path)]
@@ -181,6 +181,11 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path):
     trials = trial_results(experiment)
     assert all([r["epoch"] for r in rows] == [1, 2] for rows in trials.values())
     assert (experiment / finished / "result.json").read_text() == finished_log  # not re-run
+
+    import ray
+    capsys.readouterr()
+    assert main(["resume", "baseline", "--storage-path", str(tmp_path)]) == 0  # complete: answered without Ray
+    assert "already complete; nothing to resume" in capsys.readouterr().out and not ray.is_initialized()
 
 
 @pytest.mark.ray
