@@ -26,7 +26,6 @@ It ends with `best packing: k trials per GPU`.
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import statistics
 import subprocess
@@ -35,6 +34,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from study.tuner import trial_rows  # noqa: E402
 
 
 def write_random_cifar100(root: Path) -> Path:
@@ -62,14 +65,9 @@ def run_packing(k: int, args: argparse.Namespace, data_dir: Path, storage: Path)
     print(f"\n$ {' '.join(command)}", flush=True)
     subprocess.run(command, check=True)
     per_epoch, peaks = [], []
-    for result_file in sorted((storage / name).glob("*/result.json")):
-        rows = {}
-        for line in result_file.read_text().splitlines():
-            row = json.loads(line)
-            rows[row["epoch"]] = row  # a restored trial repeats an epoch: keep the last
-        steady = [rows[e]["epoch_seconds"] for e in sorted(rows) if e > 1]
-        per_epoch.append(statistics.median(steady))
-        peaks.append(max(r["peak_memory_mb"] for r in rows.values()))
+    for rows in trial_rows(storage / name).values():
+        per_epoch.append(statistics.median(r["epoch_seconds"] for r in rows if r["epoch"] > 1))
+        peaks.append(max(r["peak_memory_mb"] for r in rows))
     if len(per_epoch) != k:
         raise SystemExit(f"pack-{k}: expected {k} trials, found {len(per_epoch)}")
     return {"trials_per_gpu": k, "epoch_seconds": statistics.median(per_epoch),

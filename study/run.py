@@ -250,9 +250,9 @@ def pareto_front(frame, objectives: list[list[str]]):
     signs = pd.Series({metric: 1.0 if mode == "max" else -1.0 for metric, mode in objectives})
     values = frame[list(signs.index)].mul(signs).to_numpy()
     complete = ~pd.isna(values).any(axis=1)
+    others = values[complete]
     on_front = []
     for row, ok in zip(values, complete):
-        others = values[complete]
         dominated = ((others >= row).all(axis=1) & (others > row).any(axis=1)).any()
         on_front.append(bool(ok) and not dominated)
     return pd.Series(on_front, index=frame.index)

@@ -94,6 +94,19 @@ def restore_tuner(settings: StudySettings, trainable=None) -> tune.Tuner:
                               resume_errored=True, resume_unfinished=True)
 
 
+def trial_rows(experiment_dir: str | Path) -> dict[str, list[dict]]:
+    """Each trial folder's reported rows in epoch order. A restored trial repeats the epoch it resumed
+    from (DESIGN §5); the last row of each epoch is kept."""
+    trials = {}
+    for result_file in sorted(Path(experiment_dir).glob("*/result.json")):
+        by_epoch = {}
+        for line in result_file.read_text().splitlines():
+            row = json.loads(line)
+            by_epoch[row["epoch"]] = row
+        trials[result_file.parent.name] = [by_epoch[e] for e in sorted(by_epoch)]
+    return trials
+
+
 def trial_status(settings: StudySettings, frame) -> dict:
     """Which trials are complete: finished all epochs, or stopped by ASHA on purpose."""
     record = Path(settings.experiment_dir) / ASHA_STOPPED_FILE

@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from study.run import main
+from study.tuner import trial_rows
 
 SMOKE = ["--preset", "smoke", "--num-cpus", "2", "--checkpoint-every", "1", "--progress-interval", "2",
          "--cpus-per-trial", "1"]
@@ -19,18 +19,6 @@ TIMING = {"epoch_seconds", "train_seconds", "train_images_per_s", "time_this_ite
           "date", "pid", "peak_memory_mb", "time_since_restore", "iterations_since_restore", "training_iteration",
           "trial_id", "experiment_tag", "hostname", "node_ip", "checkpoint_dir_name", "done", "should_checkpoint",
           "config"}
-
-
-def trial_results(experiment: Path) -> dict[str, list[dict]]:
-    """Every trial's reported rows, the last row per epoch kept (a restore repeats one)."""
-    trials = {}
-    for result_file in sorted(experiment.glob("*/result.json")):
-        rows = {}
-        for line in result_file.read_text().splitlines():
-            row = json.loads(line)
-            rows[row["epoch"]] = row
-        trials[result_file.parent.name] = [rows[e] for e in sorted(rows)]
-    return trials
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +83,7 @@ def test_smoke_baseline_two_seeds(tmp_path, capsys):
     experiment = tmp_path / "baseline"
     settings = json.loads((experiment / "study.json").read_text())
     assert settings["seeds"] == [1, 2] and settings["versions"]["ray"] == "2.60.0"
-    trials = trial_results(experiment)
+    trials = trial_rows(experiment)
     assert len(trials) == 2
     for rows in trials.values():
         assert [r["epoch"] for r in rows] == [1, 2]
@@ -110,7 +98,7 @@ def test_search_seeds_paper_point_and_asha_stops_early(tmp_path, capsys):
             "--grace-period", "1", "--storage-path", str(tmp_path)]
     assert main(argv) == 0
     experiment = tmp_path / "search-alpha_tau"
-    trials = trial_results(experiment)
+    trials = trial_rows(experiment)
     assert len(trials) == 4
     first = min(trials.values(), key=lambda rows: rows[0]["timestamp"])
     assert (first[0]["mixup_alpha"], first[0]["tau_list"]) == (0.4, "0;1;2")  # the paper's point
@@ -144,7 +132,7 @@ def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
                          run_config=tune.RunConfig(name="faults", storage_path=str(tmp_path), verbose=0,
                                                    failure_config=tune.FailureConfig(max_failures=1))).fit()
     assert (tmp_path / "crashed").exists() and not results.errors
-    plain, faulty = sorted(trial_results(tmp_path / "faults").values(), key=lambda rows: rows[0]["config"]["fault_injection"] is not None)
+    plain, faulty = sorted(trial_rows(tmp_path / "faults").values(), key=lambda rows: rows[0]["config"]["fault_injection"] is not None)
     assert [r["epoch"] for r in faulty] == [1, 2, 3]
     for a, b in zip(plain, faulty):
         assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
@@ -172,13 +160,13 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, c
     watchdog.cancel()
     assert driver.returncode == 130, out
     assert "python -m study.run resume baseline" in out
-    trials = trial_results(experiment)
+    trials = trial_rows(experiment)
     finished = next(name for name, rows in trials.items() if len(rows) == 2)
     finished_log = (experiment / finished / "result.json").read_text()
     assert sorted(len(rows) for rows in trials.values()) == [1, 2]
 
     assert main(["resume", "baseline", "--storage-path", str(tmp_path), "--num-cpus", "2"]) == 0
-    trials = trial_results(experiment)
+    trials = trial_rows(experiment)
     assert all([r["epoch"] for r in rows] == [1, 2] for rows in trials.values())
     assert (experiment / finished / "result.json").read_text() == finished_log  # not re-run
 
@@ -194,7 +182,7 @@ def test_fractional_gpus_pack_trials_on_logical_gpus(tmp_path):
             "--storage-path", str(tmp_path)]
     argv[argv.index("--cpus-per-trial") + 1] = "0.5"
     assert main(argv) == 0
-    trials = trial_results(tmp_path / "baseline")
+    trials = trial_rows(tmp_path / "baseline")
     assert sorted(rows[0]["gpu_ids"] for rows in trials.values()) == ["0", "0", "1", "1"]
     assert {rows[0]["device"] for rows in trials.values()} == {"cpu"}  # logical GPUs: torch sees none
     starts = [rows[0]["timestamp"] - rows[0]["time_total_s"] for rows in trials.values()]
@@ -216,7 +204,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
                 "--storage-path", str(tmp_path)]
         argv.remove("--num-cpus"), argv.remove("2")
         assert main(argv) == 0
-        trials = trial_results(tmp_path / "baseline")
+        trials = trial_rows(tmp_path / "baseline")
         assert len(trials) == 2 and all(len(rows) == 2 for rows in trials.values())
         ray.init(address=cluster.address)
         trial_actors = [a for a in list_actors(limit=1000) if a.class_name == "ImplicitFunc"]
