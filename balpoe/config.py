@@ -133,6 +133,11 @@ def resolve_tau_list(spec: Any, num_experts: int, tau_min: float | None = None,
         raise ConfigError(f"tau_list: expected numbers separated by ';', 'limits' or 'uniform' (got {spec!r})") from None
 
 
+def format_tau_list(taus) -> str:
+    """τ list as the CLI writes it (`0;1;2`): one readable, comparable value for tables and reports."""
+    return ";".join(f"{float(t):g}" for t in taus)
+
+
 def from_dict(values: dict[str, Any]) -> Config:
     """Our flat format. Unknown keys are an error, so a typo never silently keeps a default."""
     values = dict(values)

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from study.tuner import trial_rows  # noqa: E402
+from results import load_experiment  # noqa: E402
 
 
 def write_random_cifar100(root: Path) -> Path:
@@ -64,10 +64,10 @@ def run_packing(k: int, args: argparse.Namespace, data_dir: Path, storage: Path)
     command += args.study_args
     print(f"\n$ {' '.join(command)}", flush=True)
     subprocess.run(command, check=True)
-    per_epoch, peaks = [], []
-    for rows in trial_rows(storage / name).values():
-        per_epoch.append(statistics.median(r["epoch_seconds"] for r in rows if r["epoch"] > 1))
-        peaks.append(max(r["peak_memory_mb"] for r in rows))
+    epochs = load_experiment(storage / name).epochs
+    timed = epochs[epochs["epoch"] > 1].groupby("trial_id")
+    per_epoch = timed["epoch_seconds"].median().tolist()
+    peaks = epochs.groupby("trial_id")["peak_memory_mb"].max().tolist()
     if len(per_epoch) != k:
         raise SystemExit(f"pack-{k}: expected {k} trials, found {len(per_epoch)}")
     return {"trials_per_gpu": k, "epoch_seconds": statistics.median(per_epoch),

@@ -54,3 +54,17 @@ def paper_point(space: ModuleType, ranges: dict) -> dict | None:
     point = dict(space.PAPER_POINT)
     inside = all(ranges[name][0] <= value <= ranges[name][1] for name, value in point.items())
     return point if inside else None
+
+
+def resolve_trial_config(trial_config: dict):
+    """A trial's balpoe Config from its Tune config (`base`, optional `space` with its sampled
+    parameters, optional `seed`): what the trainable trains and what results tables show."""
+    from balpoe.config import from_dict
+    base = from_dict(trial_config["base"])
+    overrides = {}
+    if trial_config.get("space"):
+        space = get_space(trial_config["space"])
+        overrides.update(space.to_overrides({k: trial_config[k] for k in space.PARAMS}, base))
+    if "seed" in trial_config:
+        overrides["seed"] = int(trial_config["seed"])
+    return base.replace(**overrides)

@@ -1,4 +1,4 @@
-"""`python -m study.run` — BalPoE studies on Ray Tune: baseline, search, resume, doctor.
+"""`python -m study.run` — BalPoE studies on Ray Tune: baseline, search, resume, show, report, doctor.
 
 Every input is checked before Ray starts; the experiment folder holds Tune's results, `study.json`
 (the resolved settings) and, for searches, the Optuna study (`optuna.db`).
@@ -116,6 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--storage-path", default="./runs")
     add_cluster_options(resume.add_argument_group("cluster"))
 
+    show = sub.add_parser("show", help="the trials table of an experiment, best first",
+                          description="Print an experiment's trials, sorted by the (first) objective. Reads the "
+                          "files only: works while the study runs, after a crash, without Ray.")
+    show.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
+    show.add_argument("--storage-path", default="./runs")
+    show.add_argument("--top", type=int, help="show the best N trials only")
+    show.add_argument("--columns", nargs="+", metavar="COLUMN", help="columns to show (default: status, key "
+                      "config, objectives, test results); --list-columns names them all")
+    show.add_argument("--list-columns", action="store_true", help="list the trials table's columns and exit")
+
+    report = sub.add_parser("report", help="tables, figures and an HTML page of an experiment",
+                            description="Write NAME/report/: index.html (offline), PNG figures and every table as "
+                            "CSV, Parquet and Markdown. Reads the files only: works while the study runs.")
+    report.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
+    report.add_argument("--storage-path", default="./runs")
+    report.add_argument("--baseline", help="a seeded baseline experiment (name or path) to compare every "
+                        "configuration with, against its seed noise")
+    report.add_argument("--output", help="report folder (default: the experiment's report/)")
+
     doctor = sub.add_parser("doctor", help="check that a study can run here",
                             description="Check packages, GPUs, the data set, the storage path, Ray and its dashboard.")
     from . import doctor as doctor_module
@@ -183,8 +202,13 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     return settings
 
 
+def experiment_folder(name: str, storage_path: str) -> Path:
+    """A name is a folder under the storage path; a name with a slash is the folder's own path."""
+    return Path(name) if "/" in name else Path(storage_root(storage_path)) / name
+
+
 def resume_settings(args: argparse.Namespace) -> StudySettings:
-    folder = Path(args.name) if "/" in args.name else Path(storage_root(args.storage_path)) / args.name
+    folder = experiment_folder(args.name, args.storage_path)
     if not (folder / SETTINGS_FILE).exists():
         raise StudyError(f"resume: no study at {folder} (no {SETTINGS_FILE}); check the name and --storage-path")
     settings = StudySettings.load(folder)
@@ -244,58 +268,72 @@ def resolve_resources(settings: StudySettings) -> None:
     check_shared_storage(settings.storage_path)
 
 
-def pareto_front(frame, objectives: list[list[str]]):
-    """True for rows that no other row beats on every objective; rows missing a value are never on it."""
-    import pandas as pd
-    signs = pd.Series({metric: 1.0 if mode == "max" else -1.0 for metric, mode in objectives})
-    values = frame[list(signs.index)].mul(signs).to_numpy()
-    complete = ~pd.isna(values).any(axis=1)
-    others = values[complete]
-    on_front = []
-    for row, ok in zip(values, complete):
-        dominated = ((others >= row).all(axis=1) & (others > row).any(axis=1)).any()
-        on_front.append(bool(ok) and not dominated)
-    return pd.Series(on_front, index=frame.index)
+def open_experiment(name: str, storage_path: str, option: str = "experiment"):
+    from results import ExperimentError, load_experiment
+    folder = experiment_folder(name, storage_path)
+    try:
+        return load_experiment(folder)
+    except ExperimentError as err:
+        raise StudyError(f"{option} {name!r}: {err}; check the name and --storage-path") from None
 
 
-def completed_frame(settings: StudySettings):
-    """The trial table of a study with nothing left to run, read without starting Ray; else None."""
-    from ray.tune import ExperimentAnalysis
-    from .tuner import trial_status
+def study_complete(settings: StudySettings) -> bool:
+    """Nothing left to run, judged from the files (Tune shows interrupted trials as terminated)."""
+    from results import load_experiment
     if not any(Path(settings.experiment_dir).glob("experiment_state-*.json")):
-        return None
-    frame = ExperimentAnalysis(settings.experiment_dir).dataframe()
-    return frame if trial_status(settings, frame)["complete"] else None
+        return False
+    return load_experiment(settings.experiment_dir).progress()["complete"]
 
 
-def summarise(settings: StudySettings, frame, errors: int = 0) -> int:
-    from .tuner import trial_status
-    status = trial_status(settings, frame)
-    metric = settings.metric
-    objectives = [m for m, _ in settings.objectives] if settings.kind == "search" else [metric]
-    columns = [c for c in ("trial_id", "seed", "mixup_alpha", "tau_list", "num_experts", "epoch", *objectives,
-                           "best_val_balanced_acc", "test_balanced_acc", "test_full_acc", "test_full_ece")
-               if c in frame.columns]
-    columns = list(dict.fromkeys(columns))
-    if len(objectives) > 1 and len(frame):  # Pareto among trials that ran all their epochs
-        finished = frame["trial_id"].isin(status["finished"])
-        frame["pareto"] = (pareto_front(frame[finished], settings.objectives)
-                           .reindex(frame.index, fill_value=False).map({True: "*", False: ""}))
-        columns.append("pareto")
-    if len(frame):
+def summarise(settings: StudySettings) -> int:
+    """The end table, read back from the experiment folder like any later `show`."""
+    from results import load_experiment
+    from results.console import progress_text, trials_text
+    exp = load_experiment(settings.experiment_dir)
+    if len(exp.trials):
         print()
-        print(frame[columns].sort_values(metric, ascending=settings.mode == "min").to_string(
-            index=False, float_format=lambda v: f"{v:.4f}"))
-        if "pareto" in columns:
-            print("pareto *: no other finished trial is at least as good on every objective and better on one")
-    print(f"\n{len(status['finished'])} finished, {len(status['asha_stopped'])} stopped early by ASHA, "
-          f"{len(status['unfinished'])} unfinished, {status['not_started']} not started, {errors} errored")
+        print(trials_text(exp))
+    print(f"\n{progress_text(exp)}")
     print(f"results: {settings.experiment_dir}  (study.json, trial folders"
-          f"{', optuna.db' if settings.kind == 'search' else ''})")
-    if not status["complete"]:
+          f"{', optuna.db' if settings.kind == 'search' else ''}); "
+          f"`python -m study.run report {settings.name} --storage-path {settings.storage_path}` writes tables and figures")
+    progress = exp.progress()
+    if not progress["complete"]:
         print(f"the study is not complete; continue it with:\n  python -m study.run resume {settings.name} "
               f"--storage-path {settings.storage_path}")
-        return 130 if not errors else 1
+        return 130 if not progress["errored"] else 1
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    from results.console import progress_text, trials_text
+    exp = open_experiment(args.name, args.storage_path)
+    if args.list_columns:
+        print("\n".join(exp.trials.columns))
+        return 0
+    if args.top is not None and args.top < 1:
+        raise StudyError(f"--top: must be >= 1 (got {args.top})")
+    try:
+        print(trials_text(exp, columns=args.columns, top=args.top))
+    except KeyError as err:
+        raise StudyError(err.args[0]) from None
+    print(f"\n{exp.kind} '{exp.name}': {progress_text(exp)}")
+    print(f"experiment: {exp.path}")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from results.report import write_report
+    exp = open_experiment(args.name, args.storage_path)
+    baseline = open_experiment(args.baseline, args.storage_path, "--baseline") if args.baseline else None
+    if baseline is not None:
+        from results.stats import check_comparable
+        try:
+            check_comparable(exp.trials, baseline.trials)
+        except ValueError as err:
+            raise StudyError(str(err)) from None
+    index = write_report(exp, args.output, baseline)
+    print(f"report: {index}")
     return 0
 
 
@@ -317,8 +355,8 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
             tuner = restore_tuner(settings)
         else:
             tuner = build_tuner(settings, callbacks=[CompactProgress(settings, interval=args.progress_interval)])
-        results = tuner.fit()
-        return summarise(settings, results.get_dataframe(), errors=sum(1 for r in results if r.error))
+        tuner.fit()
+        return summarise(settings)
     finally:
         ray.shutdown()
 
@@ -329,12 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             from . import doctor
             return doctor.run(args)
+        if args.command in ("show", "report"):
+            return show(args) if args.command == "show" else report(args)
         if args.command == "resume":
             settings = resume_settings(args)
-            frame = completed_frame(settings)
-            if frame is not None:
+            if study_complete(settings):
                 print(f"{settings.kind} '{settings.name}' is already complete; nothing to resume")
-                return summarise(settings, frame)
+                return summarise(settings)
             return run_study(settings, args, resume=True)
         return run_study(settings_from_args(args), args)
     except (StudyError, ConfigError, SpaceError) as err:

@@ -8,15 +8,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from balpoe.config import Config, from_dict
+from balpoe.provenance import provenance
+from results.reader import SETTINGS_FILE
 from search_spaces import get_space, resolve_ranges
 
-SETTINGS_FILE = "study.json"
 # metrics reported every epoch that may be optimised; test metrics never are (that would leak)
 OBJECTIVE_METRICS = ("val_balanced_acc", "val_acc", "val_many_acc", "val_medium_acc", "val_few_acc",
                      "val_nll", "val_ece", "val_mce", "train_loss", "train_acc")
@@ -136,13 +136,13 @@ class StudySettings:
 
 def default_grace_period(config: Config) -> int:
     """First ASHA rung just after the first LR step has settled (165 of 200 for the recipe): before the
-    step, scores rank trials poorly and favour small mixup α (DESIGN §4)."""
+    step, scores rank trials poorly and favour small mixup α (the README's "ASHA on a step schedule")."""
     return min(config.epochs, config.step1 + max(1, config.epochs // 40))
 
 
 def versions() -> dict:
+    """Provenance of the study (toolkit version and commit, libraries, host, command), for its results."""
     import optuna
     import ray
-    import torch
-    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
-            "optuna": optuna.__version__, "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
+    return {**provenance(), "ray": ray.__version__, "optuna": optuna.__version__,
+            "command": " ".join([os.path.basename(sys.executable), *sys.argv])}

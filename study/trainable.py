@@ -3,7 +3,8 @@
 Trial config keys: `base` (a balpoe config dict, already validated by the driver), optional `space`
 (a search-space name) with that space's sampled parameters, optional `seed`, `checkpoint_every`,
 `threads`, and `fault_injection` ({"epoch": k, "marker": path}: crash once at epoch k — used by the
-fault-tolerance test). Only the `ray.tune` API is used here (DESIGN §5).
+fault-tolerance test). Only the `ray.tune` API is used here: inside Tune function trainables
+`ray.train.report`/`get_checkpoint` raise.
 """
 from __future__ import annotations
 
@@ -16,26 +17,15 @@ import torch
 from ray import tune
 
 from balpoe.checkpoint import load_checkpoint, save_checkpoint
-from balpoe.config import from_dict
+from balpoe.config import format_tau_list
 from balpoe.trainer import Trainer
-from search_spaces import get_space
+from search_spaces import resolve_trial_config
 
 STATE_FILE = "trainer_state.pth"
 
 
 class InjectedFault(RuntimeError):
     """Raised once by `fault_injection`, to prove that a crashed trial resumes from its checkpoint."""
-
-
-def trial_config_to_balpoe(trial_config: dict):
-    base = from_dict(trial_config["base"])
-    overrides = {}
-    if trial_config.get("space"):
-        space = get_space(trial_config["space"])
-        overrides.update(space.to_overrides({k: trial_config[k] for k in space.PARAMS}, base))
-    if "seed" in trial_config:
-        overrides["seed"] = int(trial_config["seed"])
-    return base.replace(**overrides)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -46,7 +36,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def train_balpoe(trial_config: dict) -> None:
     torch.set_num_threads(max(1, int(trial_config.get("threads", 1))))
-    config = trial_config_to_balpoe(trial_config)
+    config = resolve_trial_config(trial_config)
     trainer = Trainer(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint:
@@ -55,7 +45,7 @@ def train_balpoe(trial_config: dict) -> None:
     every = int(trial_config.get("checkpoint_every", 1))
     fault = trial_config.get("fault_injection")
     context = {"device": str(trainer.device), "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-               "tau_list": ";".join(f"{t:g}" for t in config.tau_list), "mixup_alpha": config.mixup_alpha,
+               "tau_list": format_tau_list(config.tau_list), "mixup_alpha": config.mixup_alpha,
                "num_experts": config.num_experts, "seed": config.seed, "planned_epochs": config.epochs}
     while not trainer.finished:
         metrics = trainer.run_epoch()

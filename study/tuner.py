@@ -7,13 +7,13 @@ from pathlib import Path
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from results.reader import ASHA_STOPPED_FILE
 from search_spaces import get_space, paper_point, tune_domains
 
 from .progress import CompactProgress
 from .settings import StudySettings
 from .trainable import train_balpoe
 
-ASHA_STOPPED_FILE = "asha_stopped.json"
 
 
 class RecordingASHA(ASHAScheduler):
@@ -92,33 +92,3 @@ def build_tuner(settings: StudySettings, callbacks=None, trainable=None) -> tune
 def restore_tuner(settings: StudySettings, trainable=None) -> tune.Tuner:
     return tune.Tuner.restore(settings.experiment_dir, trainable=trainable or trainable_with_resources(settings),
                               resume_errored=True, resume_unfinished=True)
-
-
-def trial_rows(experiment_dir: str | Path) -> dict[str, list[dict]]:
-    """Each trial folder's reported rows in epoch order. A restored trial repeats the epoch it resumed
-    from (DESIGN §5); the last row of each epoch is kept."""
-    trials = {}
-    for result_file in sorted(Path(experiment_dir).glob("*/result.json")):
-        by_epoch = {}
-        for line in result_file.read_text().splitlines():
-            row = json.loads(line)
-            by_epoch[row["epoch"]] = row
-        trials[result_file.parent.name] = [by_epoch[e] for e in sorted(by_epoch)]
-    return trials
-
-
-def trial_status(settings: StudySettings, frame) -> dict:
-    """Which trials are complete: finished all epochs, or stopped by ASHA on purpose."""
-    record = Path(settings.experiment_dir) / ASHA_STOPPED_FILE
-    asha_stopped = set(json.loads(record.read_text())) if record.exists() else set()
-    finished, early, unfinished = [], [], []
-    for _, row in frame.iterrows():
-        if row.get("epoch", 0) >= settings.epochs:
-            finished.append(row["trial_id"])
-        elif row["trial_id"] in asha_stopped:
-            early.append(row["trial_id"])
-        else:
-            unfinished.append(row["trial_id"])
-    missing = settings.expected_trials - len(frame)
-    return {"finished": finished, "asha_stopped": early, "unfinished": unfinished, "not_started": max(0, missing),
-            "complete": not unfinished and missing <= 0}

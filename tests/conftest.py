@@ -1,8 +1,11 @@
 """Shared fixtures: small CIFAR-format data sets generated on the fly, and tiny configs."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +63,45 @@ def tiny_config(data_dir: Path, save_dir: Path | str = "unused", **overrides) ->
                   device="cpu")
     values.update(overrides)
     return Config(**values)
+
+
+# --- small real studies, run once per session through the real CLI on a local 2-CPU Ray ------------
+SMOKE = ["--preset", "smoke", "--num-cpus", "2", "--checkpoint-every", "1", "--progress-interval", "2",
+         "--cpus-per-trial", "1"]
+
+
+@dataclass
+class Ran:
+    """A finished CLI run: its exit code, what it printed, and the experiment folder it wrote."""
+    code: int
+    out: str
+    experiment: Path
+
+    @property
+    def storage(self) -> Path:
+        return self.experiment.parent
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    from study.run import main
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(argv)
+    return code, buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def smoke_baseline(tmp_path_factory) -> Ran:
+    """`study.run baseline --preset smoke --seeds 1 2`: two seeds × 2 epochs."""
+    storage = tmp_path_factory.mktemp("baseline-runs")
+    code, out = run_cli(["baseline", *SMOKE, "--seeds", "1", "2", "--storage-path", str(storage)])
+    return Ran(code, out, storage / "baseline")
+
+
+@pytest.fixture(scope="session")
+def smoke_search(tmp_path_factory) -> Ran:
+    """`study.run search --preset smoke`: 4 samples, one at a time, ASHA from epoch 1."""
+    storage = tmp_path_factory.mktemp("search-runs")
+    code, out = run_cli(["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
+                         "--grace-period", "1", "--storage-path", str(storage)])
+    return Ran(code, out, storage / "search-alpha_tau")

@@ -10,11 +10,15 @@ import threading
 
 import pytest
 
+from conftest import SMOKE
+from results import load_experiment
+from results.reader import read_trial, trial_folders
 from study.run import main
-from study.tuner import trial_rows
 
-SMOKE = ["--preset", "smoke", "--num-cpus", "2", "--checkpoint-every", "1", "--progress-interval", "2",
-         "--cpus-per-trial", "1"]
+
+def reports(experiment) -> dict[str, list[dict]]:
+    """Each trial's reported rows, the last per epoch, straight from its result.json."""
+    return {folder.name: read_trial(folder).rows for folder in trial_folders(experiment)}
 TIMING = {"epoch_seconds", "train_seconds", "train_images_per_s", "time_this_iter_s", "time_total_s", "timestamp",
           "date", "pid", "peak_memory_mb", "time_since_restore", "iterations_since_restore", "training_iteration",
           "trial_id", "experiment_tag", "hostname", "node_ip", "checkpoint_dir_name", "done", "should_checkpoint",
@@ -65,25 +69,15 @@ def test_storage_path_must_be_writable_and_ours(tmp_path, capsys):
     assert (foreign / "notes.txt").read_text() == "someone else's"
 
 
-def test_pareto_front_keeps_the_undominated_trials():
-    import pandas as pd
-
-    from study.run import pareto_front
-    frame = pd.DataFrame({"val_balanced_acc": [0.5, 0.6, 0.4, 0.6, float("nan")],
-                          "val_ece": [0.10, 0.20, 0.30, 0.25, 0.01]})
-    front = pareto_front(frame, [["val_balanced_acc", "max"], ["val_ece", "min"]])
-    assert front.tolist() == [True, True, False, False, False]
-
-
 @pytest.mark.ray
-def test_smoke_baseline_two_seeds(tmp_path, capsys):
-    assert main(["baseline", *SMOKE, "--seeds", "1", "2", "--storage-path", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "Ray dashboard: http://127.0.0.1:" in out and "2 finished" in out and f"results: {tmp_path}/baseline" in out
-    experiment = tmp_path / "baseline"
+def test_smoke_baseline_two_seeds(smoke_baseline):
+    assert smoke_baseline.code == 0, smoke_baseline.out
+    out, experiment = smoke_baseline.out, smoke_baseline.experiment
+    assert "Ray dashboard: http://127.0.0.1:" in out and "2 finished" in out and f"results: {experiment}" in out
     settings = json.loads((experiment / "study.json").read_text())
     assert settings["seeds"] == [1, 2] and settings["versions"]["ray"] == "2.60.0"
-    trials = trial_rows(experiment)
+    assert settings["versions"]["toolkit"] == "0.1.0" and settings["versions"]["host"]
+    trials = reports(experiment)
     assert len(trials) == 2
     for rows in trials.values():
         assert [r["epoch"] for r in rows] == [1, 2]
@@ -93,12 +87,10 @@ def test_smoke_baseline_two_seeds(tmp_path, capsys):
 
 
 @pytest.mark.ray
-def test_search_seeds_paper_point_and_asha_stops_early(tmp_path, capsys):
-    argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
-            "--grace-period", "1", "--storage-path", str(tmp_path)]
-    assert main(argv) == 0
-    experiment = tmp_path / "search-alpha_tau"
-    trials = trial_rows(experiment)
+def test_search_seeds_paper_point_and_asha_stops_early(smoke_search):
+    assert smoke_search.code == 0, smoke_search.out
+    experiment = smoke_search.experiment
+    trials = reports(experiment)
     assert len(trials) == 4
     first = min(trials.values(), key=lambda rows: rows[0]["timestamp"])
     assert (first[0]["mixup_alpha"], first[0]["tau_list"]) == (0.4, "0;1;2")  # the paper's point
@@ -108,7 +100,7 @@ def test_search_seeds_paper_point_and_asha_stops_early(tmp_path, capsys):
     import optuna
     study = optuna.load_study(study_name="search-alpha_tau", storage=f"sqlite:///{experiment / 'optuna.db'}")
     assert len(study.trials) == 4 and study.trials[0].params == {"mixup_alpha": 0.4, "tau_spread": 1.0}
-    assert "stopped early by ASHA" in capsys.readouterr().out
+    assert "stopped early by ASHA" in smoke_search.out
 
 
 @pytest.mark.ray
@@ -132,10 +124,16 @@ def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
                          run_config=tune.RunConfig(name="faults", storage_path=str(tmp_path), verbose=0,
                                                    failure_config=tune.FailureConfig(max_failures=1))).fit()
     assert (tmp_path / "crashed").exists() and not results.errors
-    plain, faulty = sorted(trial_rows(tmp_path / "faults").values(), key=lambda rows: rows[0]["config"]["fault_injection"] is not None)
+    plain, faulty = sorted(reports(tmp_path / "faults").values(), key=lambda rows: rows[0]["config"]["fault_injection"] is not None)
     assert [r["epoch"] for r in faulty] == [1, 2, 3]
     for a, b in zip(plain, faulty):
         assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+    # the results tables see the failure (Tune's error.txt) and that the retry finished the trial
+    table = load_experiment(tmp_path / "faults").trials.set_index("trial_id")
+    crashed = table.loc[faulty[0]["trial_id"]]
+    assert (crashed["status"], crashed["failures"], crashed["epochs_run"]) == ("finished", 1, 3)
+    assert "injected fault at epoch 2" in crashed["error"]
+    assert table.loc[plain[0]["trial_id"], "failures"] == 0
 
 
 @pytest.mark.ray
@@ -160,13 +158,13 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, c
     watchdog.cancel()
     assert driver.returncode == 130, out
     assert "python -m study.run resume baseline" in out
-    trials = trial_rows(experiment)
+    trials = reports(experiment)
     finished = next(name for name, rows in trials.items() if len(rows) == 2)
     finished_log = (experiment / finished / "result.json").read_text()
     assert sorted(len(rows) for rows in trials.values()) == [1, 2]
 
     assert main(["resume", "baseline", "--storage-path", str(tmp_path), "--num-cpus", "2"]) == 0
-    trials = trial_rows(experiment)
+    trials = reports(experiment)
     assert all([r["epoch"] for r in rows] == [1, 2] for rows in trials.values())
     assert (experiment / finished / "result.json").read_text() == finished_log  # not re-run
 
@@ -182,7 +180,7 @@ def test_fractional_gpus_pack_trials_on_logical_gpus(tmp_path):
             "--storage-path", str(tmp_path)]
     argv[argv.index("--cpus-per-trial") + 1] = "0.5"
     assert main(argv) == 0
-    trials = trial_rows(tmp_path / "baseline")
+    trials = reports(tmp_path / "baseline")
     assert sorted(rows[0]["gpu_ids"] for rows in trials.values()) == ["0", "0", "1", "1"]
     assert {rows[0]["device"] for rows in trials.values()} == {"cpu"}  # logical GPUs: torch sees none
     starts = [rows[0]["timestamp"] - rows[0]["time_total_s"] for rows in trials.values()]
@@ -204,7 +202,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
                 "--storage-path", str(tmp_path)]
         argv.remove("--num-cpus"), argv.remove("2")
         assert main(argv) == 0
-        trials = trial_rows(tmp_path / "baseline")
+        trials = reports(tmp_path / "baseline")
         assert len(trials) == 2 and all(len(rows) == 2 for rows in trials.values())
         ray.init(address=cluster.address)
         trial_actors = [a for a in list_actors(limit=1000) if a.class_name == "ImplicitFunc"]

@@ -1,0 +1,51 @@
+"""The trials table as text for a terminal: `study.run show` and the table a study prints at its end."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .experiment import Experiment
+
+IDENTITY = ("trial_id", "status", "epochs_run")
+CONFIG_SHOWN = ("seed", "mixup_alpha", "tau_list", "num_experts")
+RESULTS_SHOWN = ("test_balanced_acc", "test_full_acc", "test_full_ece")
+
+
+def default_columns(exp: Experiment, trials: pd.DataFrame | None = None) -> list[str]:
+    """Who, what (the key config, and any other recipe value that varies), how good (objectives,
+    best-so-far, test results)."""
+    from .stats import config_columns
+    trials = exp.trials if trials is None else trials
+    varying = [c for c in config_columns(trials) if c not in CONFIG_SHOWN and trials[c].astype(str).nunique() > 1]
+    objectives = [m for m, _ in exp.objectives]
+    wanted = [*IDENTITY, *CONFIG_SHOWN, *varying, *objectives, f"best_{exp.metric}", f"best_{exp.metric}_epoch",
+              *RESULTS_SHOWN]
+    return [c for c in dict.fromkeys(wanted) if c in trials.columns]
+
+
+def trials_text(exp: Experiment, columns: list[str] | None = None, top: int | None = None) -> str:
+    """The trials sorted by the (first) objective; multi-objective studies get a `pareto` column."""
+    trials = exp.trials.copy()
+    if len(exp.objectives) > 1:
+        trials["pareto"] = exp.pareto().map({True: "*", False: ""})
+    chosen = columns or default_columns(exp, trials) + (["pareto"] if "pareto" in trials else [])
+    unknown = [c for c in chosen if c not in trials.columns]
+    if unknown:
+        raise KeyError(f"--columns: no column {', '.join(map(repr, unknown))}; this experiment has: "
+                       f"{', '.join(trials.columns)}")
+    if trials.empty:
+        return "(no trials yet)"
+    if exp.metric in trials:
+        trials = trials.sort_values(exp.metric, ascending=exp.mode == "min", na_position="last", kind="stable")
+    shown = trials[chosen].head(top) if top else trials[chosen]
+    text = shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4f}")
+    if top and len(trials) > top:
+        text += f"\n({len(trials) - top} more; --top to show more)"
+    if "pareto" in chosen:
+        text += "\npareto *: no other finished trial is at least as good on every objective and better on one"
+    return text
+
+
+def progress_text(exp: Experiment) -> str:
+    p = exp.progress()
+    return (f"{p['finished']} finished, {p['asha_stopped']} stopped early by ASHA, {p['unfinished']} unfinished, "
+            f"{p['not_started']} not started, {p['errored']} errored")

@@ -1,0 +1,150 @@
+"""`load_experiment(path)`: one experiment folder as tables, read from files only.
+
+    exp = load_experiment("runs/search-alpha_tau")   # while the study runs, after a crash, without Ray
+    exp.trials            # one row per trial (status, config, final/best validation, test, provenance)
+    exp.epochs            # one row per trial and epoch
+    exp.summary()         # configs aggregated over seeds: mean, std, n
+    exp.asha_fidelity()   # per rung: rank correlation of the rung metric with the final metric
+    exp.progress()        # trials by status and whether the study is complete
+
+Each call of `load_experiment` reads the folder anew (unchanged result files come from a cache keyed
+by modification time), so a fresh `Experiment` is a fresh view of a running study.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import stats
+from .reader import (OPTUNA_FILE, ExperimentError, check_experiment_folder, read_asha_stopped, read_settings,
+                     read_trial, trial_folders)
+from .tables import STATUSES, epochs_table, trials_table
+
+
+@dataclass
+class Experiment:
+    path: Path
+    settings: dict                     # study.json ({} for a plain Tune experiment)
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    skipped_lines: int = 0             # half-written report lines that were left out
+    _optuna: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        return self.settings.get("kind", "tune")
+
+    @property
+    def objectives(self) -> list[list[str]]:
+        return [list(o) for o in self.settings.get("objectives") or [["val_balanced_acc", "max"]]]
+
+    @property
+    def metric(self) -> str:
+        return self.objectives[0][0]
+
+    @property
+    def mode(self) -> str:
+        return self.objectives[0][1]
+
+    @property
+    def planned_epochs(self) -> int | None:
+        epochs = self.settings.get("base", {}).get("epochs")
+        if epochs is None and len(self.trials):
+            epochs = self.trials["epochs"].dropna().max()
+        return None if epochs is None or (isinstance(epochs, float) and math.isnan(epochs)) else int(epochs)
+
+    @property
+    def expected_trials(self) -> int:
+        if self.kind == "baseline":
+            return len(self.settings.get("seeds") or [1])
+        if self.kind == "search":
+            return int(self.settings.get("num_samples", len(self.trials)))
+        return len(self.trials)
+
+    # --- views ------------------------------------------------------------------------------------
+    def progress(self) -> dict:
+        """Trials by status, not yet started, and whether nothing is left to run."""
+        counts = {s: int((self.trials["status"] == s).sum()) for s in STATUSES}
+        not_started = max(0, self.expected_trials - len(self.trials))
+        return {**counts, "not_started": not_started,
+                "complete": counts["unfinished"] == 0 and counts["errored"] == 0 and not_started == 0}
+
+    def sorted_trials(self) -> pd.DataFrame:
+        """Trials best first by the (first) objective; trials without a value last."""
+        if self.metric not in self.trials.columns:
+            return self.trials
+        return self.trials.sort_values(self.metric, ascending=self.mode == "min", na_position="last",
+                                       kind="stable").reset_index(drop=True)
+
+    def summary(self, metrics: list[str] | None = None, statuses=("finished",)) -> pd.DataFrame:
+        return stats.aggregate_seeds(self.trials, metrics or stats.summary_metrics(self.trials, self.objectives),
+                                     statuses=statuses)
+
+    def compare(self, baseline: "Experiment", metrics: list[str] | None = None) -> pd.DataFrame:
+        """Each config of this experiment against the baseline's seed spread."""
+        stats.check_comparable(self.trials, baseline.trials)
+        metrics = metrics or [m for m in (self.metric, "test_balanced_acc", "test_full_acc")
+                              if m in self.trials.columns]
+        return stats.compare_with_baseline(self.trials, baseline.trials, metrics,
+                                           modes=dict(map(tuple, self.objectives)))
+
+    def paper_comparison(self) -> pd.DataFrame:
+        return stats.paper_comparison(self.trials)
+
+    def asha_fidelity(self, rungs: list[int] | None = None) -> pd.DataFrame:
+        if rungs is None:
+            rungs = stats.default_rungs(self.settings, self.planned_epochs)
+        return stats.asha_fidelity(self.trials, self.epochs, self.metric, rungs)
+
+    def pareto(self) -> pd.Series:
+        """Finished trials no other finished trial beats on every objective (multi-objective searches)."""
+        from .tables import pareto_front
+        finished = self.trials["status"] == "finished"
+        present = [m for m, _ in self.objectives if m in self.trials.columns]
+        if len(present) < len(self.objectives) or not finished.any():
+            return pd.Series(False, index=self.trials.index)
+        return pareto_front(self.trials[finished], self.objectives).reindex(self.trials.index, fill_value=False)
+
+    @property
+    def optuna_trials(self) -> pd.DataFrame:
+        """The Optuna study in `optuna.db` (number, state, values, params), empty when there is none."""
+        if self._optuna is None:
+            self._optuna = read_optuna(self.path / OPTUNA_FILE, self.settings.get("name", self.name),
+                                       [m for m, _ in self.objectives])
+        return self._optuna
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read an experiment folder (a study's `runs/NAME`, or any Tune experiment folder)."""
+    folder = Path(path).expanduser()
+    check_experiment_folder(folder)
+    settings = read_settings(folder)
+    files = [read_trial(f) for f in trial_folders(folder)]
+    asha_stopped = read_asha_stopped(folder)
+    trials = trials_table(files, settings, asha_stopped)
+    experiment = Experiment(path=folder.resolve(), settings=settings, trials=trials, epochs=epochs_table(files),
+                            skipped_lines=sum(f.skipped_lines for f in files))
+    return experiment
+
+
+def read_optuna(path: Path, study_name: str, objectives: list[str]) -> pd.DataFrame:
+    """Optuna's own record of a search, opened read-only through its API; empty when absent."""
+    if not path.exists():
+        return pd.DataFrame()
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_table_creation=True)
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        frame = study.trials_dataframe(attrs=("number", "state", "values", "params"))
+    except Exception as err:  # a locked, damaged or foreign database must not break the tables
+        raise ExperimentError(f"{path}: cannot read the Optuna study {study_name!r} ({err})") from None
+    names = {f"values_{i}": metric for i, metric in enumerate(objectives)} | {"value": objectives[0]}
+    return frame.rename(columns=lambda c: names.get(c, c.removeprefix("params_")))
