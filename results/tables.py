@@ -25,7 +25,7 @@ RECIPE_FIELDS = {f.name for f in dataclasses.fields(Config)} - NOT_RECIPE
 NOT_EPOCH_METRICS = {"config", "date", "pid", "hostname", "node_ip", "checkpoint_dir_name", "should_checkpoint",
                      "done", "trial_id", "experiment_tag", "training_iteration", "time_since_restore",
                      "iterations_since_restore", "device", "gpu_ids", "tau_list", "mixup_alpha", "num_experts",
-                     "seed", "planned_epochs", "best_epoch"}
+                     "seed", "planned_epochs", "best_epoch", "node_id"}
 END_OF_TRAINING_PREFIXES = ("test_", "shift_")
 PROVENANCE = ("toolkit", "commit", "python", "torch", "ray", "optuna")
 
@@ -79,6 +79,7 @@ def trial_row(files: TrialFiles, settings: dict, asha_stopped: set[str], objecti
     row["peak_memory_mb"] = max(peaks) if peaks else None
     row["host"] = last.get("hostname")
     row["node_ip"] = last.get("node_ip")
+    row["node_id"] = last.get("node_id")
     row["failures"] = files.failures
     row["error"] = files.error
     row["last_update"] = pd.to_datetime(files.last_update, unit="s") if not math.isnan(files.last_update) else None

@@ -3,8 +3,9 @@
 Trial config keys: `base` (a balpoe config dict, already validated by the driver), optional `space`
 (a search-space name) with that space's sampled parameters, optional `seed`, `checkpoint_every`,
 `threads`, and `fault_injection` ({"epoch": k, "marker": path}: crash once at epoch k — used by the
-fault-tolerance test). Only the `ray.tune` API is used here: inside Tune function trainables
-`ray.train.report`/`get_checkpoint` raise.
+fault-tolerance test). Reporting and checkpoints use only the `ray.tune` API: inside Tune function
+trainables `ray.train.report`/`get_checkpoint` raise. Each report says where the trial ran (device, GPU
+ids, Ray node id; Tune adds the host name).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import resource
 import tempfile
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -45,6 +47,7 @@ def train_balpoe(trial_config: dict) -> None:
     every = int(trial_config.get("checkpoint_every", 1))
     fault = trial_config.get("fault_injection")
     context = {"device": str(trainer.device), "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+               "node_id": ray.get_runtime_context().get_node_id(),  # where it ran: hosts can share a name
                "tau_list": format_tau_list(config.tau_list), "mixup_alpha": config.mixup_alpha,
                "num_experts": config.num_experts, "seed": config.seed, "planned_epochs": config.epochs}
     while not trainer.finished:

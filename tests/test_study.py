@@ -192,7 +192,6 @@ def test_fractional_gpus_pack_trials_on_logical_gpus(tmp_path):
 def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
-    from ray.util.state import list_actors
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
@@ -202,11 +201,11 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
                 "--storage-path", str(tmp_path)]
         argv.remove("--num-cpus"), argv.remove("2")
         assert main(argv) == 0
-        trials = reports(tmp_path / "baseline")
-        assert len(trials) == 2 and all(len(rows) == 2 for rows in trials.values())
+        trials = load_experiment(tmp_path / "baseline").trials
+        assert trials["epochs_run"].tolist() == [2, 2]
+        assert trials["node_id"].nunique() == 2  # one trial on each node, as each trial reported
         ray.init(address=cluster.address)
-        trial_actors = [a for a in list_actors(limit=1000) if a.class_name == "ImplicitFunc"]
-        assert len(trial_actors) == 2 and len({a.node_id for a in trial_actors}) == 2
+        assert set(trials["node_id"]) == {node["NodeID"] for node in ray.nodes() if node["Alive"]}
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -10,9 +10,23 @@ from balpoe.trainer import Trainer
 from conftest import tiny_config
 
 
+def test_first_batch_is_pinned(cifar10_dir, tmp_path):
+    """The first batch's mixup draw, targets and loss at initialisation, pinned to catch any change in
+    the recipe's arithmetic or random streams. Pinned before any update: a few SGD steps at lr 0.1
+    amplify the last-bit differences between CPUs' kernels (AVX2 vs AVX-512) into percents."""
+    trainer = Trainer(tiny_config(cifar10_dir, tmp_path, batch_size=16))
+    batch = next(iter(trainer.loader))
+    with torch.no_grad():
+        loss, per_expert = trainer.loss(trainer.forward(batch.inputs), batch.targets, batch.mix_targets, batch.lam)
+    assert batch.targets[:8].tolist() == [2, 0, 1, 8, 4, 1, 0, 1]
+    assert float(batch.lam) == pytest.approx(0.9515536933847684, abs=1e-12)
+    assert float(loss) == pytest.approx(4.48254, abs=1e-3)
+    assert per_expert.tolist() == pytest.approx([5.62719, 3.79731, 4.02312], abs=1e-3)
+
+
 def test_smoke_run_metrics(cifar10_dir, tmp_path):
-    """Three epochs on generated data; the figures are this run's own, pinned to catch any change in
-    the recipe's arithmetic or random streams (loose enough for BLAS differences between CPUs)."""
+    """Four epochs on generated data: every key, the LR schedule, a falling loss, and a model that
+    learns the colour-coded classes well above chance."""
     trainer = Trainer(tiny_config(cifar10_dir, tmp_path, batch_size=16, epochs=4, step1=3, step2=4))
     rows = []
     final = trainer.fit([type("Rows", (), {"on_epoch_end": lambda self, t, m: rows.append(m)})()])
@@ -22,14 +36,10 @@ def test_smoke_run_metrics(cifar10_dir, tmp_path):
                      "train_acc", "val_acc", "val_balanced_acc", "val_many_acc", "val_medium_acc", "val_few_acc",
                      "val_nll", "val_ece", "val_mce", "epoch_seconds", "train_images_per_s"}
     assert expected_keys <= set(rows[0])
-    assert [round(r["train_loss"], 3) for r in rows] == pytest.approx(PINNED_TRAIN_LOSS, abs=5e-3)
-    assert final["test_full_acc"] == pytest.approx(PINNED_TEST_FULL_ACC, abs=0.05)
+    losses = [r["train_loss"] for r in rows]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.5 * losses[0]
     assert final["test_full_acc"] > 0.25   # 10 colour-coded classes: well above chance (0.1)
     assert {"test_acc", "test_balanced_acc", "test_ece", "test_full_mce", "test_few_acc"} <= set(final)
-
-
-PINNED_TRAIN_LOSS = [7.856, 3.278, 2.474, 2.025]  # measured with torch 2.14.1, 1 thread
-PINNED_TEST_FULL_ACC = 0.40
 
 
 def _weights_equal(a: dict, b: dict) -> bool:
