@@ -1,5 +1,7 @@
-"""How fast `results.load_experiment` reads a large experiment: cold (files parsed) and warm (result rows
-from the modification-time cache, tables rebuilt), as a live page re-reading a study would.
+"""How fast a large experiment is read: `results.load_experiment` cold (files parsed) and warm (result
+rows from the modification-time cache, tables rebuilt), and what the live results page's replica does
+per request — the trials JSON, and the experiment page once its figures are drawn (first view) and
+after (later views of an unchanged experiment).
 
 It writes a synthetic experiment of T trials × E epochs: every trial folder holds a `params.json` and a
 `result.json` whose rows have the keys and value types of a real BalPoE trial's reports (3 experts),
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from balpoe.config import Config  # noqa: E402
 from results import load_experiment  # noqa: E402
+from results.app import ResultsSite  # noqa: E402
 
 METRICS = ("lr", "train_loss", "train_loss_expert0", "train_loss_expert1", "train_loss_expert2", "train_acc",
            "train_seconds", "train_images_per_s", "val_acc", "val_balanced_acc", "val_nll", "val_ece", "val_mce",
@@ -75,9 +78,25 @@ def main() -> None:
             start = time.perf_counter()
             load_experiment(folder)
             warm.append(time.perf_counter() - start)
+        site = ResultsSite(scratch)
+        trials_json = lambda: site.experiment("big-search").sorted_trials().to_json(  # noqa: E731
+            orient="records", date_format="iso")
+        timed = {"trials JSON": trials_json,
+                 "page, first view (draws figures)": lambda: site.experiment_html("big-search")}
+        page = {name: _seconds(call) for name, call in timed.items()}
+        page["page, later view"] = statistics.median(_seconds(lambda: site.experiment_html("big-search"))
+                                                     for _ in range(args.repeats))
     print(f"{args.trials} trials × {args.epochs} epochs ({size_mb:.0f} MB of result files): "
           f"{len(exp.trials)} trial rows, {len(exp.epochs)} epoch rows")
     print(f"cold load {cold:.2f} s, warm load {statistics.median(warm):.2f} s (median of {args.repeats})")
+    for name, seconds in page.items():
+        print(f"results page: {name} {seconds:.2f} s")
+
+
+def _seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ by modification time), so a fresh `Experiment` is a fresh view of a running stud
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,33 @@ class Experiment:
         if len(present) < len(self.objectives) or not finished.any():
             return pd.Series(False, index=self.trials.index)
         return pareto_front(self.trials[finished], self.objectives).reindex(self.trials.index, fill_value=False)
+
+    def running(self, now: float | None = None) -> pd.DataFrame:
+        """Unfinished trials as a live page shows them: latest epoch, seconds per epoch (median of the
+        last 5), ETA, and seconds since the last report. A trial silent for more than 3 epochs' time
+        (and a minute) is `idle` — interrupted, or waiting for resources — not `running`."""
+        now = time.time() if now is None else now
+        rows = []
+        for _, trial in self.trials[self.trials["status"] == "unfinished"].iterrows():
+            history = self.epochs[self.epochs["trial_id"] == trial["trial_id"]] if len(self.epochs) else self.epochs
+            per_epoch = history["time_this_iter_s"].tail(5).median() \
+                if "time_this_iter_s" in history and len(history) else math.nan
+            planned = trial.get("epochs")
+            remaining = planned - trial["epochs_run"] if planned is not None and not pd.isna(planned) else math.nan
+            updated = trial.get("last_update")
+            ago = now - updated.timestamp() if isinstance(updated, pd.Timestamp) else math.nan
+            silent = not math.isnan(ago) and ago > max(60.0, 3 * (per_epoch if not math.isnan(per_epoch) else 0))
+            rows.append({"trial_id": trial["trial_id"], "state": "idle" if silent else "running",
+                         "epoch": trial["epochs_run"], "epochs": planned, "seconds_per_epoch": per_epoch,
+                         "eta_s": remaining * per_epoch, "last_report_s_ago": ago})
+        return pd.DataFrame(rows, columns=["trial_id", "state", "epoch", "epochs", "seconds_per_epoch", "eta_s",
+                                           "last_report_s_ago"])
+
+    @property
+    def version(self) -> tuple:
+        """Changes whenever a trial reports, fails or appears: a cache key for what is drawn from it."""
+        updated = self.trials["last_update"].max() if len(self.trials) else None
+        return len(self.trials), len(self.epochs), str(updated), self.skipped_lines
 
     @property
     def optuna_trials(self) -> pd.DataFrame:

@@ -49,6 +49,15 @@ def _new(width: float = 6.4, height: float = 4.2, ncols: int = 1):
     return fig, list(axes[0])
 
 
+def _finish(axis, xlabel: str, ylabel: str, title: str, legend: bool = True) -> None:
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    if legend:
+        axis.legend(fontsize="small")
+
+
 def learning_curves(exp) -> plt.Figure:
     """Validation balanced accuracy and NLL per epoch, one line per trial; ASHA stops marked ×."""
     epochs = exp.epochs
@@ -67,9 +76,7 @@ def learning_curves(exp) -> plt.Figure:
             if status.get(trial_id) == "asha_stopped":
                 last = history.iloc[-1]
                 axis.plot(last["epoch"], last[metric] * scale, "x", color=line.get_color(), ms=8, mew=2)
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(label)
-        axis.grid(alpha=0.3)
+        _finish(axis, "epoch", label, "", legend=False)
     axes[0].set_title("learning curves (× = stopped by ASHA)")
     if not many:
         axes[1].legend(fontsize="small", title="trial")
@@ -99,11 +106,8 @@ def parameter_effect(exp, parameter: str) -> plt.Figure:
     fig, (axis,) = _new()
     _scatter_by_status(axis, trials, parameter, metric, scale)
     axis.axvline(PAPER_POINT[parameter], color="grey", ls="--", lw=1, label=f"paper ({PAPER_POINT[parameter]:g})")
-    axis.set_xlabel({"mixup_alpha": "mixup α", "tau_spread": "τ spread δ (τ = 1 − δ … 1 + δ)"}[parameter])
-    axis.set_ylabel(f"final {label}")
-    axis.set_title(f"{metric} vs {parameter}")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
+    _finish(axis, {"mixup_alpha": "mixup α", "tau_spread": "τ spread δ (τ = 1 − δ … 1 + δ)"}[parameter],
+            f"final {label}", f"{metric} vs {parameter}")
     return fig
 
 
@@ -120,10 +124,7 @@ def alpha_spread_map(exp) -> plt.Figure:
                           s=60, edgecolors="k", linewidths=0.4)
     fig.colorbar(points, ax=axis, label=f"final {label}")
     axis.plot(PAPER_POINT["mixup_alpha"], PAPER_POINT["tau_spread"], "*", color="red", ms=14, label="paper point")
-    axis.set_xlabel("mixup α")
-    axis.set_ylabel("τ spread δ")
-    axis.set_title(f"{metric} over α × δ")
-    axis.legend(fontsize="small")
+    _finish(axis, "mixup α", "τ spread δ", f"{metric} over α × δ")
     return fig
 
 
@@ -144,11 +145,7 @@ def accuracy_vs_ece(exp, baseline=None) -> plt.Figure:
         seeds = baseline.trials[baseline.trials["status"] == "finished"]
         axis.scatter(seeds["val_ece"] * 100, seeds["val_balanced_acc"] * 100, marker="*", s=120, color="red",
                      label=f"baseline '{baseline.name}' seeds")
-    axis.set_xlabel("validation ECE (%), lower is better")
-    axis.set_ylabel("validation balanced accuracy (%)")
-    axis.set_title("accuracy vs calibration")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
+    _finish(axis, "validation ECE (%), lower is better", "validation balanced accuracy (%)", "accuracy vs calibration")
     return fig
 
 
@@ -172,9 +169,7 @@ def shot_groups(exp, baseline=None, top: int = 3) -> plt.Figure:
         stds = [row.get(f"{g}_std", math.nan) * 100 for g in groups]
         axis.bar(positions + i * width, means, width, yerr=np.nan_to_num(stds), capsize=3, label=label)
     axis.set_xticks(positions + width * (len(bars) - 1) / 2, ["many-shot", "medium-shot", "few-shot"])
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title("accuracy by class frequency (mean ± std over seeds)")
-    axis.grid(alpha=0.3, axis="y")
+    _finish(axis, "", "test accuracy (%)", "accuracy by class frequency (mean ± std over seeds)", legend=False)
     axis.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     return fig
 
@@ -210,11 +205,8 @@ def test_agnostic(exp, top: int = 3) -> plt.Figure:
             axis.plot(x, [row[c] * 100 for c in corrected], "s--", color=line.get_color(),
                       label=f"{row['trial_id']} + prior correction")
     axis.set_xticks(x, names, rotation=45, ha="right")
-    axis.set_xlabel("test distribution (forward: head-heavy, backward: tail-heavy; number = imbalance)")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title("test-agnostic evaluation")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
+    _finish(axis, "test distribution (forward: head-heavy, backward: tail-heavy; number = imbalance)",
+            "test accuracy (%)", "test-agnostic evaluation")
     return fig
 
 

@@ -1,4 +1,4 @@
-"""`python -m study.run` — BalPoE studies on Ray Tune: baseline, search, resume, show, report, doctor.
+"""`python -m study.run` — BalPoE studies on Ray Tune: baseline, search, resume, show, report, dashboard, doctor.
 
 Every input is checked before Ray starts; the experiment folder holds Tune's results, `study.json`
 (the resolved settings) and, for searches, the Optuna study (`optuna.db`).
@@ -16,6 +16,7 @@ from balpoe.__main__ import add_recipe_options, recipe_overrides
 from balpoe.config import Config, ConfigError, load_file
 from search_spaces import SPACE_NAMES, SpaceError
 
+from . import dashboard
 from .settings import SETTINGS_FILE, StudyError, StudySettings, is_uri, versions
 
 PRESETS = {
@@ -77,6 +78,9 @@ def add_cluster_options(group) -> None:
     group.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
     group.add_argument("--num-gpus", type=int, help="GPUs a local Ray declares (default: those present)")
     group.add_argument("--progress-interval", type=float, default=15.0, help="seconds between progress lines")
+    group.add_argument("--serve-results", action="store_true",
+                       help="serve the live results page (Ray Serve, no CPU reserved) while the study runs")
+    dashboard.add_page_options(group, prefix="results-")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--baseline", help="a seeded baseline experiment (name or path) to compare every "
                         "configuration with, against its seed noise")
     report.add_argument("--output", help="report folder (default: the experiment's report/)")
+
+    page = sub.add_parser("dashboard", help="the live results page of every experiment, on Ray Serve",
+                          description="Serve the results page (experiments under --storage-path: trials, figures, "
+                          "statistics, running trials with ETAs) with Ray Serve until Ctrl-C. JSON tables under "
+                          "/api/experiments. Read-only.")
+    dashboard.add_arguments(page)
 
     doctor = sub.add_parser("doctor", help="check that a study can run here",
                             description="Check packages, GPUs, the data set, the storage path, Ray and its dashboard.")
@@ -232,7 +242,7 @@ def quiet_ray() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def start_ray(args: argparse.Namespace) -> None:
+def start_ray(args: argparse.Namespace):
     import ray
     quiet_ray()
     if args.address:
@@ -244,11 +254,11 @@ def start_ray(args: argparse.Namespace) -> None:
         context = ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=True,
                            dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
                            log_to_driver=False, logging_level=logging.WARNING)
-    url = context.dashboard_url
-    if url:
-        print(f"Ray dashboard: http://{url}" if "://" not in url else f"Ray dashboard: {url}")
+    if dashboard.ray_dashboard(context):
+        print(f"Ray dashboard: {dashboard.ray_dashboard(context)}")
     # SIGTERM would kill Tune without saving state; Tune treats SIGUSR1 like Ctrl-C, so forward it
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
+    return context
 
 
 def resolve_resources(settings: StudySettings) -> None:
@@ -343,12 +353,18 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
     from .tuner import build_tuner, restore_tuner
     if not resume:
         prepare_data(settings)
-    start_ray(args)
+    context = start_ray(args)
+    served = False
     try:
         if not resume:
             resolve_resources(settings)
             Path(settings.experiment_dir).mkdir(parents=True, exist_ok=True)
             settings.save(settings.experiment_dir)
+        if args.serve_results:
+            url = dashboard.deploy(settings.storage_path, args.results_host, args.results_port, args.refresh,
+                                   dashboard.ray_dashboard(context))
+            served = True
+            print(f"results page: {url}experiments/{settings.name}")
         print(f"{settings.kind} '{settings.name}': {settings.expected_trials} trial(s) × {settings.epochs} epochs, "
               f"{settings.cpus_per_trial:g} CPU / {settings.gpus_per_trial:g} GPU per trial -> {settings.experiment_dir}")
         if resume:  # the progress view comes back with the pickled run config
@@ -358,6 +374,8 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
         tuner.fit()
         return summarise(settings)
     finally:
+        if served:
+            dashboard.undeploy()
         ray.shutdown()
 
 
@@ -369,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
             return doctor.run(args)
         if args.command in ("show", "report"):
             return show(args) if args.command == "show" else report(args)
+        if args.command == "dashboard":
+            return dashboard.run(args, open_experiment)
+        if args.serve_results:
+            dashboard.check_page_options(args.results_host, args.results_port, args.refresh, "--results-port")
         if args.command == "resume":
             settings = resume_settings(args)
             if study_complete(settings):

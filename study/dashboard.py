@@ -1,0 +1,154 @@
+"""`python -m study.run dashboard`, and `--serve-results` on studies: the live results page on Ray Serve.
+
+Locally the command starts Ray (or attaches with `--address`/`RAY_ADDRESS`), deploys the page, prints
+its URL and Ray's dashboard URL, and stays in the foreground until Ctrl-C or SIGTERM, then deletes the
+app. On a cluster started with `ray start`, `--detach` leaves the page up (Serve apps outlive their
+driver there) and `--stop` takes it down. The page only reads the experiment folders.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+
+from .settings import StudyError
+
+DEFAULT_PORT = 8000  # Ray Serve's own default
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def add_page_options(group, prefix: str = "") -> None:
+    """--host/--port (the dashboard command) or --results-host/--results-port (studies)."""
+    group.add_argument(f"--{prefix}host", default="127.0.0.1",
+                       help="interface the results page listens on (default 127.0.0.1: this machine only)")
+    group.add_argument(f"--{prefix}port", type=int, default=DEFAULT_PORT,
+                       help=f"port of the results page (default {DEFAULT_PORT}, Ray Serve's)")
+    group.add_argument("--refresh", type=int, default=15, help="seconds between the page's own reloads (default 15)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="open on this experiment (default: the index of all)")
+    parser.add_argument("--storage-path", default="./runs", help="the folder of experiments to show (default ./runs)")
+    group = parser.add_argument_group("page")
+    add_page_options(group)
+    group.add_argument("--detach", action="store_true",
+                       help="leave the page up on a cluster started with `ray start` (needs --address)")
+    group.add_argument("--stop", action="store_true", help="take down a page left up with --detach (needs --address)")
+    cluster = parser.add_argument_group("cluster")
+    cluster.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                         help="attach to a running Ray cluster (default: start a local one for the page)")
+    cluster.add_argument("--dashboard-host", default="127.0.0.1", help="interface for a local Ray's dashboard")
+    cluster.add_argument("--dashboard-port", type=int, default=8265)
+    cluster.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
+
+
+def check_page_options(host: str, port: int, refresh: int, option: str = "--port") -> None:
+    """Before Ray starts: a usable port that nothing else holds, and a sane refresh interval."""
+    if not 1 <= port <= 65535:
+        raise StudyError(f"{option}: must be in 1…65535 (got {port})")
+    if refresh < 1:
+        raise StudyError(f"--refresh: must be >= 1 second (got {refresh})")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise StudyError(f"{option}: cannot listen on {host}:{port} ({err.strerror}); another program (or "
+                             f"another results page) holds it: choose another {option}") from None
+    if host not in LOOPBACK:
+        print(f"warning: the results page will listen on {host}:{port}; anyone who can reach it can read every "
+              f"experiment under the storage path", file=sys.stderr)
+
+
+def page_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+
+def deploy(storage_path: str, host: str, port: int, refresh: int, ray_dashboard_url: str | None) -> str:
+    """Deploy the page on the connected Ray cluster; returns its URL once it answers."""
+    from ray import serve
+
+    from results.app import APP_NAME, ROUTE_PREFIX, serve_app, wait_until_up
+    quiet_serve()
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(serve_app(storage_path, refresh, ray_dashboard_url), name=APP_NAME, route_prefix=ROUTE_PREFIX)
+    url = page_url(host, port)
+    wait_until_up(url)
+    return url
+
+
+def undeploy() -> None:
+    """Delete the page; with no other Serve app left on the cluster, stop Serve too (freeing the port)."""
+    from ray import serve
+
+    from results.app import APP_NAME
+    quiet_serve()
+    serve.delete(APP_NAME)
+    if not serve.status().applications:
+        serve.shutdown()
+
+
+def quiet_serve() -> None:
+    """Serve's INFO lines (deployments, proxies) would bury the command's own few lines."""
+    for name in ("ray.serve", "ray"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def ray_dashboard(context) -> str | None:
+    url = getattr(context, "dashboard_url", None)
+    return (url if "://" in url else f"http://{url}") if url else None
+
+
+def wait_for_stop() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+def run(args: argparse.Namespace, open_experiment) -> int:
+    """The `dashboard` command."""
+    import ray
+    from pathlib import Path
+    storage = Path(args.storage_path).expanduser().resolve()
+    if not storage.is_dir():
+        raise StudyError(f"--storage-path: {storage} is not a folder of experiments")
+    if args.name:
+        open_experiment(args.name, str(storage))  # exit 2 for an unknown name, before Ray starts
+    if (args.detach or args.stop) and not args.address:
+        raise StudyError("--detach/--stop: need --address of a cluster started with `ray start` (a local Ray, "
+                         "and its page, end with this command)")
+    if not args.stop:
+        check_page_options(args.host, args.port, args.refresh)
+    if args.address:
+        context = ray.init(address=args.address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        context = ray.init(num_cpus=args.num_cpus, include_dashboard=True, dashboard_host=args.dashboard_host,
+                           dashboard_port=args.dashboard_port, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        if args.stop:
+            undeploy()
+            print(f"results page stopped on {args.address}")
+            return 0
+        url = deploy(str(storage), args.host, args.port, args.refresh, ray_dashboard(context))
+        print(f"results page: {url}{'experiments/' + args.name if args.name else ''}  ({storage})")
+        if ray_dashboard(context):
+            print(f"Ray dashboard: {ray_dashboard(context)}")
+        if args.detach:
+            print(f"left running on the cluster; stop it with:\n  python -m study.run dashboard --stop "
+                  f"--address {args.address}")
+            return 0
+        print("Ctrl-C stops the page (the experiment folders are only read)")
+        wait_for_stop()
+        undeploy()
+        print("results page stopped")
+        return 0
+    finally:
+        ray.shutdown()
