@@ -165,6 +165,11 @@ def merge(base: Config, overrides: dict[str, Any]) -> Config:
     become 8/9 of 10), so `--epochs 10` is a short run of the same recipe rather than an error; give
     any of them explicitly to pin them.
     """
+    if {"tau_min", "tau_max"} & set(overrides) and overrides.get("tau_list") not in TAU_RULES:
+        given = [f"--{k} {overrides[k]}" for k in ("tau_min", "tau_max") if k in overrides]
+        raise ConfigError(f"tau_list: {' and '.join(given)} {'are' if len(given) > 1 else 'is'} only used by the "
+                          f"'limits' or 'uniform' rule; add --tau_list limits (equidistant in [tau_min, tau_max]) "
+                          f"or --tau_list uniform (bin centres)")
     values = {**base.to_dict(), **overrides}
     if "epochs" in overrides and not set(SCHEDULE_FIELDS) & set(overrides) and _is_number(overrides["epochs"]):
         ratio = overrides["epochs"] / base.epochs

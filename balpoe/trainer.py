@@ -18,7 +18,6 @@ callbacks that decide where results go.
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 
@@ -34,7 +33,7 @@ from .model import build_model
 MONITOR = "val_balanced_acc"
 EVAL_BATCH_SIZE = 500
 CHECKPOINT_FORMAT = "balpoe-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: only the loader's RNG state (1 also held global and per-GPU states)
 
 
 def lr_factor(epoch: int, config: Config) -> float:
@@ -181,8 +180,11 @@ class Trainer:
     def state_dict(self) -> dict:
         """Plain tensors, numbers and strings only, so `torch.load(weights_only=True)` reads it back.
         Key names `arch`, `epoch`, `state_dict`, `optimizer`, `monitor_best`, `config` match the
-        reference pipeline's checkpoints."""
-        np_state = np.random.get_state()
+        reference pipeline's checkpoints.
+
+        The only random stream training draws from after construction is the loader's own generator
+        (order, augmentation, mixup), so that is the only one saved: no global or per-GPU RNG state,
+        which would tie a checkpoint to the number of GPUs of the machine that wrote it."""
         return {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "arch": "ResNet32Model", "epoch": self.epoch,
@@ -191,29 +193,14 @@ class Trainer:
             "monitor": MONITOR, "monitor_best": self.best_metric, "best_epoch": self.best_epoch,
             "config": self.config.to_dict(),
             "num_classes": self.data.num_classes, "class_counts": list(self.data.class_counts),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                          "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-                "python": json.dumps(random.getstate()),
-                "loader": self.loader.state_dict(),
-            },
+            "rng": {"loader": self.loader.state_dict()},
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a checkpoint; global RNG states saved by older versions are ignored (unused)."""
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
         self.best_metric = float(state["monitor_best"])
         self.best_epoch = int(state["best_epoch"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        np_rng = rng["numpy"]
-        np.random.set_state(("MT19937", np_rng["keys"].numpy().astype(np.uint32), np_rng["pos"],
-                             np_rng["has_gauss"], np_rng["cached_gaussian"]))
-        version, internal, gauss = json.loads(rng["python"])
-        random.setstate((version, tuple(internal), gauss))
-        self.loader.load_state_dict(rng["loader"])
+        self.loader.load_state_dict(state["rng"]["loader"])

@@ -172,8 +172,8 @@ class ResultsSite:
         not_started = exp.progress()["not_started"]
         per_epoch = running["seconds_per_epoch"].median()
         eta = active["eta_s"].max() if len(active) else math.nan
-        if not_started and not math.isnan(per_epoch) and exp.planned_epochs:
-            eta = (0 if math.isnan(eta) else eta) + not_started * exp.planned_epochs * per_epoch / max(1, len(active))
+        if not_started and not math.isnan(per_epoch) and exp.stop_epoch:
+            eta = (0 if math.isnan(eta) else eta) + not_started * exp.stop_epoch * per_epoch / max(1, len(active))
         shown = running.assign(eta=running["eta_s"].map(_duration), last_report=running["last_report_s_ago"].map(_duration))
         return [f"<h2>Unfinished trials ({len(active)} running)</h2>",
                 f'<p class="note">Study ETA about {escape(_duration(eta))} (the slowest running trial, plus '

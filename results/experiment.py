@@ -55,10 +55,11 @@ class Experiment:
         return self.objectives[0][1]
 
     @property
-    def planned_epochs(self) -> int | None:
-        epochs = self.settings.get("base", {}).get("epochs")
+    def stop_epoch(self) -> int | None:
+        """The epoch trials end at: `--max-t` when the study set one, else the recipe's last."""
+        epochs = self.settings.get("max_t") or self.settings.get("base", {}).get("epochs")
         if epochs is None and len(self.trials):
-            epochs = self.trials["epochs"].dropna().max()
+            epochs = self.trials["stop_epoch"].dropna().max()
         return None if epochs is None or (isinstance(epochs, float) and math.isnan(epochs)) else int(epochs)
 
     @property
@@ -101,7 +102,7 @@ class Experiment:
 
     def asha_fidelity(self, rungs: list[int] | None = None) -> pd.DataFrame:
         if rungs is None:
-            rungs = stats.default_rungs(self.settings, self.planned_epochs)
+            rungs = stats.default_rungs(self.settings, self.stop_epoch)
         return stats.asha_fidelity(self.trials, self.epochs, self.metric, rungs)
 
     def pareto(self) -> pd.Series:
@@ -123,7 +124,7 @@ class Experiment:
             history = self.epochs[self.epochs["trial_id"] == trial["trial_id"]] if len(self.epochs) else self.epochs
             per_epoch = history["time_this_iter_s"].tail(5).median() \
                 if "time_this_iter_s" in history and len(history) else math.nan
-            planned = trial.get("epochs")
+            planned = trial.get("stop_epoch")
             remaining = planned - trial["epochs_run"] if planned is not None and not pd.isna(planned) else math.nan
             updated = trial.get("last_update")
             ago = now - updated.timestamp() if isinstance(updated, pd.Timestamp) else math.nan

@@ -178,17 +178,16 @@ def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int
     return [int(grace_period * reduction_factor ** k) for k in range(count)]
 
 
-def default_rungs(settings: dict, planned_epochs: int | None) -> list[int]:
+def default_rungs(settings: dict, stop_epoch: int | None) -> list[int]:
     """The study's own ASHA rungs; for a study without ASHA, the epoch quartiles (what a rung there
-    would have seen). Rungs at the last epoch are left out: they rank the final score itself."""
-    if not planned_epochs:
+    would have seen). Rungs at the stop epoch are left out: they rank the final score itself."""
+    if not stop_epoch:
         return []
     if settings.get("asha") and settings.get("grace_period"):
-        rungs = asha_rungs(int(settings["grace_period"]), int(settings.get("reduction_factor", 2)),
-                           int(settings.get("max_t") or planned_epochs))
+        rungs = asha_rungs(int(settings["grace_period"]), int(settings.get("reduction_factor", 2)), stop_epoch)
     else:
-        rungs = sorted({max(1, planned_epochs * q // 4) for q in (1, 2, 3)})
-    return [r for r in rungs if r < planned_epochs]
+        rungs = sorted({max(1, stop_epoch * q // 4) for q in (1, 2, 3)})
+    return [r for r in rungs if r < stop_epoch]
 
 
 def asha_fidelity(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, rungs: list[int]) -> pd.DataFrame:

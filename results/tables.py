@@ -25,7 +25,7 @@ RECIPE_FIELDS = {f.name for f in dataclasses.fields(Config)} - NOT_RECIPE
 NOT_EPOCH_METRICS = {"config", "date", "pid", "hostname", "node_ip", "checkpoint_dir_name", "should_checkpoint",
                      "done", "trial_id", "experiment_tag", "training_iteration", "time_since_restore",
                      "iterations_since_restore", "device", "gpu_ids", "tau_list", "mixup_alpha", "num_experts",
-                     "seed", "planned_epochs", "best_epoch", "node_id"}
+                     "seed", "planned_epochs", "stop_epoch", "best_epoch", "node_id"}
 END_OF_TRAINING_PREFIXES = ("test_", "shift_")
 PROVENANCE = ("toolkit", "commit", "python", "torch", "ray", "optuna")
 
@@ -44,9 +44,11 @@ def trial_config(files: TrialFiles) -> dict:
     return config
 
 
-def trial_status(files: TrialFiles, planned_epochs: int | None, asha_stopped: set[str]) -> str:
+def trial_status(files: TrialFiles, stop_epoch: int | None, asha_stopped: set[str]) -> str:
+    """finished: reached its stop epoch (the last, or `--max-t`); asha_stopped: stopped on purpose
+    before it; errored: failed after its last report; unfinished: anything else."""
     epochs_run = int(files.rows[-1].get("epoch", 0)) if files.rows else 0
-    if planned_epochs and epochs_run >= planned_epochs:
+    if stop_epoch and epochs_run >= stop_epoch:
         return "finished"
     if files.trial_id in asha_stopped:
         return "asha_stopped"
@@ -59,9 +61,11 @@ def trial_row(files: TrialFiles, settings: dict, asha_stopped: set[str], objecti
     config = trial_config(files)
     last = files.rows[-1] if files.rows else {}
     planned = _first_number(last.get("planned_epochs"), config.get("epochs"), settings.get("base", {}).get("epochs"))
+    stop = _first_number(last.get("stop_epoch"), (files.params or {}).get("stop_epoch"), settings.get("max_t"), planned)
     row = {"trial_id": files.trial_id,
-           "status": trial_status(files, int(planned) if planned else None, asha_stopped),
-           "epochs_run": int(last.get("epoch", 0)) if last else 0}
+           "status": trial_status(files, int(stop) if stop else None, asha_stopped),
+           "epochs_run": int(last.get("epoch", 0)) if last else 0,
+           "stop_epoch": int(stop) if stop else None}
     row.update({k: config.get(k, last.get(k)) for k in KEY_CONFIG})
     row["epochs"] = planned
     row.update({f"config_{k}": v for k, v in config.items() if k not in KEY_CONFIG and k not in NOT_RECIPE})
@@ -93,7 +97,7 @@ def trials_table(all_files: list[TrialFiles], settings: dict, asha_stopped: set[
     objectives = settings.get("objectives") or [["val_balanced_acc", "max"]]
     rows = [trial_row(files, settings, asha_stopped, objectives) for files in all_files]
     if not rows:
-        return pd.DataFrame(columns=["trial_id", "status", "epochs_run", *KEY_CONFIG])
+        return pd.DataFrame(columns=["trial_id", "status", "epochs_run", "stop_epoch", *KEY_CONFIG])
     table = pd.DataFrame(rows)
     varying = [c for c in table.columns if c.startswith("config_") and table[c].astype(str).nunique() > 1]
     fixed = [c for c in table.columns if c.startswith("config_") and c not in varying]

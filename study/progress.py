@@ -1,25 +1,49 @@
 """A compact live view of a study (instead of Tune's wall of text): one status line and one line per
-running trial, at most every `interval` seconds, with an ETA from the study's own epoch rate."""
+running trial, at most every `interval` seconds, with an ETA.
+
+The ETA is the epochs still expected — each unfinished trial to its stop epoch, weighted by the chance
+of surviving each ASHA rung ahead of it (1 / reduction factor per rung), plus the trials not started —
+times the measured seconds per epoch (median of the last reports), shared among the running trials.
+Until an epoch has been timed it says "estimating"."""
 from __future__ import annotations
 
+import statistics
 import sys
 import time
+from collections import deque
 
 from ray.tune import Callback
 
 from balpoe.progress import format_duration
+from results.stats import asha_rungs
+
+TIMED_EPOCHS = 20  # recent epoch durations the ETA's pace is the median of
 
 
 class CompactProgress(Callback):
     def __init__(self, settings, interval: float = 15.0, stream=None):
         self.metric, self.mode = settings.metric, settings.mode
-        self.planned, self.expected = settings.epochs, settings.expected_trials
+        self.planned, self.expected = settings.stop_epoch, settings.expected_trials
+        self.rungs = [r for r in asha_rungs(settings.grace_period, settings.reduction_factor, settings.stop_epoch)
+                      if r < self.planned] if settings.asha else []
+        self.reduction = settings.reduction_factor
         self.interval, self.stream = interval, stream
         self.trials: dict[str, dict] = {}
         self._start_clock()
 
     def _start_clock(self) -> None:
-        self.started, self.epochs_seen, self.last_print = time.monotonic(), 0, 0.0
+        self.started, self.last_print = time.monotonic(), 0.0
+        self.epoch_seconds: deque[float] = deque(maxlen=TIMED_EPOCHS)
+
+    def expected_remaining(self, epoch: int) -> float:
+        """Epochs a trial at `epoch` is still expected to run: to the next rung surely, past each
+        further rung with probability 1 / reduction factor."""
+        remaining, survive, start = 0.0, 1.0, epoch
+        for boundary in [r for r in self.rungs if r > epoch] + [self.planned]:
+            remaining += survive * (boundary - start)
+            survive /= self.reduction
+            start = boundary
+        return remaining
 
     def __setstate__(self, state: dict) -> None:
         """Tune pickles callbacks with the experiment; a restored study starts its own clock."""
@@ -34,8 +58,8 @@ class CompactProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         state = self.trials.setdefault(trial.trial_id, {"epoch": 0, "best": None})
-        if result.get("epoch", 0) > state["epoch"]:
-            self.epochs_seen += result["epoch"] - state["epoch"]
+        if result.get("epoch", 0) > state["epoch"] and result.get("time_this_iter_s"):
+            self.epoch_seconds.append(float(result["time_this_iter_s"]))
         state["epoch"] = result.get("epoch", state["epoch"])
         value = result.get(self.metric)
         if value is not None and (state["best"] is None or self._better(value, state["best"])):
@@ -59,13 +83,9 @@ class CompactProgress(Callback):
             counts[trial.status] = counts.get(trial.status, 0) + 1
         bests = [(s["best"], tid) for tid, s in self.trials.items() if s["best"] is not None]
         best = (max if self.mode == "max" else min)(bests) if bests else None
-        remaining = sum(self.planned - s["epoch"] for tid, s in self.trials.items()
-                        if tid in {t.trial_id for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED")})
-        remaining += max(0, self.expected - len(trials)) * self.planned
-        remaining += sum(self.planned for t in trials if t.status == "PENDING" and t.trial_id not in self.trials)
         elapsed = time.monotonic() - self.started
-        rate = self.epochs_seen / elapsed if self.epochs_seen else 0.0
-        eta = format_duration(remaining / rate) if rate else "--:--"
+        eta = self.eta(trials)
+        eta = format_duration(eta) if eta is not None else "estimating"
         status = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
         best_text = f"best {self.metric} {best[0]:.4f} ({best[1]})" if best else "no results yet"
         self._print(f"[{format_duration(elapsed)}] trials {len(trials)}/{self.expected} ({status}) | {best_text} | "
@@ -76,3 +96,13 @@ class CompactProgress(Callback):
                 best_value = f"{state['best']:.4f}" if state["best"] is not None else "-"
                 self._print(f"    {trial.trial_id}  epoch {state['epoch']:>4}/{self.planned}  "
                             f"{self.metric} best {best_value}")
+
+    def eta(self, trials) -> float | None:
+        """Seconds until the study is expected to end; None until an epoch has been timed."""
+        if not self.epoch_seconds:
+            return None
+        unfinished = [t for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED")]
+        epochs = sum(self.expected_remaining(self.trials.get(t.trial_id, {"epoch": 0})["epoch"]) for t in unfinished)
+        epochs += max(0, self.expected - len(trials)) * self.expected_remaining(0)
+        running = max(1, sum(t.status == "RUNNING" for t in trials))
+        return epochs * statistics.median(self.epoch_seconds) / running

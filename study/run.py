@@ -17,6 +17,7 @@ from balpoe.config import Config, ConfigError, load_file
 from search_spaces import SPACE_NAMES, SpaceError
 
 from . import dashboard
+from .lock import LOCK_FILE, StudyLock
 from .settings import SETTINGS_FILE, StudyError, StudySettings, is_uri, versions
 
 PRESETS = {
@@ -25,15 +26,6 @@ PRESETS = {
               "step2": 2, "batch_size": 16, "save_period": 1},  # batch 16: epoch 1 already ranks trials, for ASHA
     "fmnist": {"dataset": "fashion-mnist-lt", "epochs": 10},
 }
-
-
-def gpu_amount(text: str) -> float:
-    value = float(text)
-    if value <= 0 or (value > 1 and not value.is_integer()):
-        raise argparse.ArgumentTypeError(
-            f"{text}: a fraction in (0, 1] packs several trials per GPU, a whole number gives each trial "
-            f"several GPUs; leave the option out for CPU-only trials")
-    return value
 
 
 def objective(text: str) -> list[str]:
@@ -52,16 +44,18 @@ def value_range(text: str) -> tuple[str, tuple[float, float]]:
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("study")
-    group.add_argument("--name", help="experiment name (default: baseline / search-<space>)")
+    group.add_argument("--name", help="experiment name (default: baseline / search-<space>, plus -<preset> for "
+                       "presets other than paper)")
     group.add_argument("--storage-path", default="./runs", help="where experiment folders go (default ./runs; "
-                       "on a multi-node cluster a path every node sees, or s3://…)")
+                       "on a multi-node cluster a path every node sees)")
     group.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                        help="paper: the canonical recipe; smoke: seconds on a laptop CPU (generated data); "
                             "fmnist: 10 epochs of offline Fashion-MNIST-LT")
     group.add_argument("-c", "--config", help="a balpoe config file (ours or official JSON) as the base")
     group.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: share the CPUs)")
-    group.add_argument("--gpus-per-trial", type=gpu_amount,
-                       help="GPUs per trial; 0.25 packs 4 trials on a GPU (default: 1 when GPUs exist)")
+    group.add_argument("--gpus-per-trial", type=float,
+                       help="GPUs per trial: 1, or a fraction (0.25 packs 4 trials on a GPU), or 0 for CPU-only "
+                            "trials (default: 1 when GPUs exist)")
     group.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     group.add_argument("--checkpoint-every", type=int, default=10, help="checkpoint every N epochs (and at the end)")
     group.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept per trial")
@@ -108,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--grace-period", type=int, help="first ASHA rung in epochs (default: just after the "
                         "first LR step, 165 of 200)")
     search.add_argument("--reduction-factor", type=int, default=2, help="ASHA keeps 1/N at each rung")
-    search.add_argument("--max-t", type=int, help="ASHA's last rung (default: all epochs)")
+    search.add_argument("--max-t", type=int, help="stop every trial at this epoch of the recipe's schedule, "
+                        "with its end-of-training test evaluation; ASHA's last rung (default: the last epoch)")
+    search.add_argument("--startup-trials", type=int, help="TPE's random trials before it models the results "
+                        "(default: a fifth of --num-samples, 2…10)")
     search.add_argument("--no-asha", action="store_true", help="run every trial to the end")
     add_common(search)
     add_recipe_options(search, skip=("seed", "save_dir", "save_period"))
@@ -167,8 +164,7 @@ def storage_root(path: str) -> str:
     return path if is_uri(path) else str(Path(path).expanduser().resolve())
 
 
-def check_storage(settings: StudySettings) -> None:
-    """Writable, and the experiment folder is either absent or empty — never someone else's files."""
+def check_writable(settings: StudySettings) -> None:
     if is_uri(settings.storage_path):
         return
     root = Path(settings.storage_path)
@@ -179,8 +175,12 @@ def check_storage(settings: StudySettings) -> None:
         probe.unlink()
     except OSError as err:
         raise StudyError(f"--storage-path: {root} is not writable ({err.strerror})") from None
-    folder = Path(settings.experiment_dir)
-    if folder.exists() and any(folder.iterdir()):
+
+
+def check_fresh(settings: StudySettings) -> None:
+    """The experiment folder is new (it holds only this study's lock): never someone else's files."""
+    folder, root = Path(settings.experiment_dir), settings.storage_path
+    if any(p.name != LOCK_FILE for p in folder.iterdir()):
         if (folder / SETTINGS_FILE).exists():
             raise StudyError(f"--name: experiment {settings.name!r} already exists in {root}; continue it with "
                              f"`python -m study.run resume {settings.name} --storage-path {root}` or pick "
@@ -189,10 +189,17 @@ def check_storage(settings: StudySettings) -> None:
                          f"pick another --name or --storage-path")
 
 
+def default_name(kind: str, space: str | None, preset: str) -> str:
+    """`baseline` / `search-<space>` for the paper recipe; other presets add their name, so a smoke run
+    never takes the name of the real study."""
+    name = "baseline" if kind == "baseline" else f"search-{space}"
+    return name if preset == "paper" else f"{name}-{preset}"
+
+
 def settings_from_args(args: argparse.Namespace) -> StudySettings:
     config = base_config(args)
     kind = args.command
-    name = args.name or ("baseline" if kind == "baseline" else f"search-{args.space}")
+    name = args.name or default_name(kind, getattr(args, "space", None), args.preset)
     settings = StudySettings(
         kind=kind, name=name, storage_path=storage_root(args.storage_path), base=config.to_dict(),
         seeds=list(args.seeds) if kind == "baseline" else [config.seed],
@@ -205,10 +212,11 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         settings.sampler_seed, settings.asha = args.sampler_seed, not args.no_asha
         settings.grace_period, settings.reduction_factor, settings.max_t = (
             args.grace_period, args.reduction_factor, args.max_t)
+        settings.startup_trials = args.startup_trials
     else:
         settings.asha = False
     settings.validate()
-    check_storage(settings)
+    check_writable(settings)
     return settings
 
 
@@ -365,7 +373,7 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
                                    dashboard.ray_dashboard(context))
             served = True
             print(f"results page: {url}experiments/{settings.name}")
-        print(f"{settings.kind} '{settings.name}': {settings.expected_trials} trial(s) × {settings.epochs} epochs, "
+        print(f"{settings.kind} '{settings.name}': {settings.expected_trials} trial(s) × {settings.stop_epoch} epochs, "
               f"{settings.cpus_per_trial:g} CPU / {settings.gpus_per_trial:g} GPU per trial -> {settings.experiment_dir}")
         if resume:  # the progress view comes back with the pickled run config
             tuner = restore_tuner(settings)
@@ -393,11 +401,15 @@ def main(argv: list[str] | None = None) -> int:
             dashboard.check_page_options(args.results_host, args.results_port, args.refresh, "--results-port")
         if args.command == "resume":
             settings = resume_settings(args)
-            if study_complete(settings):
-                print(f"{settings.kind} '{settings.name}' is already complete; nothing to resume")
-                return summarise(settings)
-            return run_study(settings, args, resume=True)
-        return run_study(settings_from_args(args), args)
+            with StudyLock(settings.experiment_dir, settings.name):
+                if study_complete(settings):
+                    print(f"{settings.kind} '{settings.name}' is already complete; nothing to resume")
+                    return summarise(settings)
+                return run_study(settings, args, resume=True)
+        settings = settings_from_args(args)
+        with StudyLock(settings.experiment_dir, settings.name):  # held until the study ends
+            check_fresh(settings)
+            return run_study(settings, args)
     except (StudyError, ConfigError, SpaceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

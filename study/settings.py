@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ class StudySettings:
     asha: bool = True
     grace_period: int | None = None
     reduction_factor: int = 2
-    max_t: int | None = None
+    max_t: int | None = None                    # the epoch every trial stops at (None: the recipe's last)
+    startup_trials: int | None = None           # TPE's random start-up trials (None: scaled to num_samples)
     cpus_per_trial: float | None = None         # None: decided once the cluster's size is known
     gpus_per_trial: float | None = None
     checkpoint_every: int = 10
@@ -61,6 +63,11 @@ class StudySettings:
     @property
     def epochs(self) -> int:
         return int(self.base["epochs"])
+
+    @property
+    def stop_epoch(self) -> int:
+        """Where trials end, with their end-of-training evaluation: `--max-t`, else the last epoch."""
+        return int(self.max_t or self.epochs)
 
     @property
     def expected_trials(self) -> int:
@@ -91,6 +98,10 @@ class StudySettings:
                                                                          self.ranges.items()}).items()}
             if self.num_samples < 1:
                 raise StudyError(f"--num-samples: must be >= 1 (got {self.num_samples})")
+            if self.startup_trials is None:
+                self.startup_trials = default_startup_trials(self.num_samples)
+            if self.startup_trials < 1:
+                raise StudyError(f"--startup-trials: must be >= 1 (got {self.startup_trials})")
         for metric, mode in self.objectives:
             if metric.startswith("test_"):
                 raise StudyError(f"--objectives: {metric} is a test metric; searches optimise validation "
@@ -104,15 +115,16 @@ class StudySettings:
         max_t = self.max_t or config.epochs
         if not 1 <= max_t <= config.epochs:
             raise StudyError(f"--max-t: must be in [1, epochs={config.epochs}] (got {self.max_t})")
-        grace = self.grace_period if self.grace_period is not None else default_grace_period(config)
+        grace = self.grace_period if self.grace_period is not None else default_grace_period(config, max_t)
         if self.asha and not 1 <= grace <= max_t:
             raise StudyError(f"--grace-period: {grace} is beyond the {max_t} epochs a trial runs; "
                              f"choose 1…{max_t} or --no-asha")
         if self.reduction_factor < 2:
             raise StudyError(f"--reduction-factor: must be >= 2 (got {self.reduction_factor})")
         gpus = self.gpus_per_trial
-        if gpus is not None and (gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
-            raise StudyError(f"--gpus-per-trial: a fraction in (0, 1] or a whole number of GPUs (got {gpus})")
+        if gpus is not None and not (math.isfinite(gpus) and 0 <= gpus <= 1):
+            raise StudyError(f"--gpus-per-trial: a trial trains on one device, so 1, a fraction (0.25 packs 4 "
+                             f"trials on a GPU) or 0 for CPU-only trials (got {gpus:g})")
         if self.cpus_per_trial is not None and self.cpus_per_trial <= 0:
             raise StudyError(f"--cpus-per-trial: must be > 0 (got {self.cpus_per_trial})")
         if self.checkpoint_every < 1:
@@ -134,10 +146,19 @@ class StudySettings:
         return cls(**json.loads(Path(folder, SETTINGS_FILE).read_text()))
 
 
-def default_grace_period(config: Config) -> int:
+def default_startup_trials(num_samples: int) -> int:
+    """TPE samples at random until this many trials exist. Optuna's 10 would leave a 16-trial search
+    almost nothing to model; a fifth of the budget (2…10) keeps some exploration at any size."""
+    return max(2, min(10, num_samples // 5))
+
+
+def default_grace_period(config: Config, stop_epoch: int | None = None) -> int:
     """First ASHA rung just after the first LR step has settled (165 of 200 for the recipe): before the
-    step, scores rank trials poorly and favour small mixup α (the README's "ASHA on a step schedule")."""
-    return min(config.epochs, config.step1 + max(1, config.epochs // 40))
+    step, scores rank trials poorly and favour small mixup α (the README's "ASHA on a step schedule").
+    When trials stop before that (`--max-t`), halfway to their stop."""
+    after_step = min(config.epochs, config.step1 + max(1, config.epochs // 40))
+    stop = stop_epoch or config.epochs
+    return after_step if after_step < stop else max(1, stop // 2)
 
 
 def versions() -> dict:

@@ -2,7 +2,8 @@
 
 Trial config keys: `base` (a balpoe config dict, already validated by the driver), optional `space`
 (a search-space name) with that space's sampled parameters, optional `seed`, `checkpoint_every`,
-`threads`, and `fault_injection` ({"epoch": k, "marker": path}: crash once at epoch k — used by the
+`threads`, `stop_epoch` (`--max-t`: end there, on the recipe's schedule, with the end-of-training
+evaluation), and `fault_injection` ({"epoch": k, "marker": path}: crash once at epoch k — used by the
 fault-tolerance test). Reporting and checkpoints use only the `ray.tune` API: inside Tune function
 trainables `ray.train.report`/`get_checkpoint` raise. Each report says where the trial ran (device, GPU
 ids, Ray node id; Tune adds the host name).
@@ -45,20 +46,23 @@ def train_balpoe(trial_config: dict) -> None:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_checkpoint(Path(folder) / STATE_FILE))
     every = int(trial_config.get("checkpoint_every", 1))
+    stop = min(int(trial_config.get("stop_epoch", config.epochs)), config.epochs)  # --max-t: an earlier end
     fault = trial_config.get("fault_injection")
     context = {"device": str(trainer.device), "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                "node_id": ray.get_runtime_context().get_node_id(),  # where it ran: hosts can share a name
                "tau_list": format_tau_list(config.tau_list), "mixup_alpha": config.mixup_alpha,
-               "num_experts": config.num_experts, "seed": config.seed, "planned_epochs": config.epochs}
-    while not trainer.finished:
+               "num_experts": config.num_experts, "seed": config.seed, "planned_epochs": config.epochs,
+               "stop_epoch": stop}
+    while trainer.epoch < stop:
         metrics = trainer.run_epoch()
         if fault and metrics["epoch"] == fault["epoch"] and not Path(fault["marker"]).exists():
             Path(fault["marker"]).write_text("crashed once\n")
             raise InjectedFault(f"injected fault at epoch {fault['epoch']}")
-        if trainer.finished:
+        last = trainer.epoch >= stop
+        if last:
             metrics.update(trainer.final_metrics())
         metrics.update(context, peak_memory_mb=peak_memory_mb(trainer.device))
-        if metrics["epoch"] % every == 0 or trainer.finished:
+        if metrics["epoch"] % every == 0 or last:
             with tempfile.TemporaryDirectory() as folder:
                 save_checkpoint(trainer.state_dict(), Path(folder) / STATE_FILE)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

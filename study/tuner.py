@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
 
 from results.reader import ASHA_STOPPED_FILE
 from search_spaces import get_space, paper_point, tune_domains
@@ -24,6 +25,8 @@ class RecordingASHA(ASHAScheduler):
         super().__init__(**kwargs)
         self.record_path = record_path
         self.stopped: list[str] = []
+        if not Path(record_path).exists():  # present from the start: "no stops yet" is a record too
+            Path(record_path).write_text("[]")
 
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
@@ -33,6 +36,30 @@ class RecordingASHA(ASHAScheduler):
         return decision
 
 
+class PruningOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna PRUNED, not COMPLETE, for a trial that ended before its stop
+    epoch without an error — one ASHA stopped. Ray's own class tells COMPLETE with the early value,
+    so TPE would rank epoch-50 scores with epoch-200 ones; as PRUNED, TPE ranks it by the step it
+    reached, from the per-epoch intermediate values (Tune passes on every result but the one that
+    stopped the trial; that one is reported here). It uses OptunaSearch's internal trial map; Ray is
+    pinned."""
+
+    def __init__(self, stop_epoch: int, **kwargs):
+        super().__init__(**kwargs)
+        self.stop_epoch = stop_epoch
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        stopped_early = bool(result) and not error and result.get("epoch", self.stop_epoch) < self.stop_epoch
+        if not stopped_early or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        from optuna.trial import TrialState
+        trial = self._ot_trials[trial_id]
+        if not isinstance(self.metric, list) and self.metric in result:  # Tune withholds the stopping result
+            trial.report(result[self.metric], result.get("training_iteration", result["epoch"]))
+        self._ot_study.tell(trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
 def trainable_with_resources(settings: StudySettings):
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial or 0}
     return tune.with_resources(train_balpoe, resources)
@@ -40,7 +67,7 @@ def trainable_with_resources(settings: StudySettings):
 
 def param_space(settings: StudySettings) -> dict:
     space = {"base": settings.base, "checkpoint_every": settings.checkpoint_every,
-             "threads": max(1, int(settings.cpus_per_trial))}
+             "threads": max(1, int(settings.cpus_per_trial)), "stop_epoch": settings.stop_epoch}
     if settings.kind == "baseline":
         space["seed"] = tune.grid_search(settings.seeds)
     else:
@@ -52,16 +79,18 @@ def param_space(settings: StudySettings) -> dict:
 
 def searcher(settings: StudySettings):
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
     module = get_space(settings.space)
     seed_point = paper_point(module, settings.ranges)
     multi = len(settings.objectives) > 1
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(settings.experiment_dir) / 'optuna.db'}")
-    return OptunaSearch(
+    several_at_once = settings.max_concurrent != 1  # then TPE must not sample next to a running trial
+    return PruningOptunaSearch(
+        stop_epoch=settings.stop_epoch,
         metric=[m for m, _ in settings.objectives] if multi else None,
         mode=[m for _, m in settings.objectives] if multi else None,
         points_to_evaluate=[seed_point] if seed_point else None,
-        sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed),
+        sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed, n_startup_trials=settings.startup_trials,
+                                           constant_liar=several_at_once),
         study_name=settings.name, storage=storage)
 
 

@@ -95,7 +95,7 @@ def smoke_baseline(tmp_path_factory) -> Ran:
     """`study.run baseline --preset smoke --seeds 1 2`: two seeds × 2 epochs."""
     storage = tmp_path_factory.mktemp("baseline-runs")
     code, out = run_cli(["baseline", *SMOKE, "--seeds", "1", "2", "--storage-path", str(storage)])
-    return Ran(code, out, storage / "baseline")
+    return Ran(code, out, storage / "baseline-smoke")
 
 
 @pytest.fixture(scope="session")
@@ -104,4 +104,4 @@ def smoke_search(tmp_path_factory) -> Ran:
     storage = tmp_path_factory.mktemp("search-runs")
     code, out = run_cli(["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
                          "--grace-period", "1", "--storage-path", str(storage)])
-    return Ran(code, out, storage / "search-alpha_tau")
+    return Ran(code, out, storage / "search-alpha_tau-smoke")

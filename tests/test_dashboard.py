@@ -171,7 +171,7 @@ def test_a_study_with_two_cpus_per_trial_runs_while_the_page_is_served(tmp_path)
     def poll():
         while not stop.is_set():
             try:
-                status, body, _ = get(f"http://127.0.0.1:{port}/api/experiments/baseline/trials")
+                status, body, _ = get(f"http://127.0.0.1:{port}/api/experiments/baseline-smoke/trials")
                 answers.append((status, len(json.loads(body)) if status == 200 else 0))
             except OSError:
                 pass
@@ -188,11 +188,11 @@ def test_a_study_with_two_cpus_per_trial_runs_while_the_page_is_served(tmp_path)
         stop.set()
         poller.join(timeout=10)
     assert code == 0, out
-    assert f"results page: http://127.0.0.1:{port}/experiments/baseline" in out and "2 finished" in out
+    assert f"results page: http://127.0.0.1:{port}/experiments/baseline-smoke" in out and "2 finished" in out
     assert any(status == 200 for status, _ in answers)  # the page answered while the trials ran
     with pytest.raises(OSError):
         OPENER.open(f"http://127.0.0.1:{port}/", timeout=5)  # and went with the study
-    assert len(load_experiment(tmp_path / "baseline").trials) == 2
+    assert len(load_experiment(tmp_path / "baseline-smoke").trials) == 2
 
 
 @pytest.mark.ray

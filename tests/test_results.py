@@ -137,7 +137,7 @@ def test_a_folder_that_is_not_an_experiment_is_named(tmp_path, capsys):
 @pytest.mark.ray
 def test_show_sorts_by_the_objective_and_takes_columns(smoke_search, capsys):
     storage = str(smoke_search.storage)
-    code, out = run_cli(["show", "search-alpha_tau", "--storage-path", storage])
+    code, out = run_cli(["show", "search-alpha_tau-smoke", "--storage-path", storage])
     assert code == 0 and f"experiment: {smoke_search.experiment}" in out
     lines = out.splitlines()
     header = lines[0].split()
@@ -146,11 +146,11 @@ def test_show_sorts_by_the_objective_and_takes_columns(smoke_search, capsys):
     values = [float(line.split()[column]) for line in lines[1:5]]
     assert values == sorted(values, reverse=True)
 
-    code, out = run_cli(["show", "search-alpha_tau", "--storage-path", storage, "--top", "2",
+    code, out = run_cli(["show", "search-alpha_tau-smoke", "--storage-path", storage, "--top", "2",
                          "--columns", "trial_id", "mixup_alpha"])
     assert code == 0
     assert out.splitlines()[0].split() == ["trial_id", "mixup_alpha"] and "(2 more; --top to show more)" in out
-    code, _ = run_cli(["show", "search-alpha_tau", "--storage-path", storage, "--columns", "val_acuracy"])
+    code, _ = run_cli(["show", "search-alpha_tau-smoke", "--storage-path", storage, "--columns", "val_acuracy"])
     assert code == 2 and "--columns: no column 'val_acuracy'" in capsys.readouterr().err
 
 

@@ -38,8 +38,13 @@ def no_ray_left():
     (["baseline", "--preset", "huge"], "invalid choice: 'huge'"),
     (["search", "--range", "mixup_alpha=-0.5:1"], "--range: mixup_alpha must stay in [0.0, ∞)"),
     (["search", "--grace-period", "300"], "--grace-period: 300 is beyond the 200 epochs"),
-    (["baseline", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
-    (["baseline", "--gpus-per-trial", "0"], "--gpus-per-trial"),
+    (["baseline", "--gpus-per-trial", "1.5"], "--gpus-per-trial: a trial trains on one device"),
+    (["baseline", "--gpus-per-trial", "2"], "--gpus-per-trial: a trial trains on one device, so 1, a fraction "
+                                            "(0.25 packs 4 trials on a GPU) or 0 for CPU-only trials (got 2)"),
+    (["baseline", "--gpus-per-trial", "-0.5"], "--gpus-per-trial: a trial trains on one device"),
+    (["baseline", "--gpus-per-trial", "nan"], "--gpus-per-trial: a trial trains on one device"),
+    (["baseline", "--tau_min", "0.5"], "tau_list: --tau_min 0.5 is only used by the 'limits' or 'uniform' rule"),
+    (["search", "--tau-min", "0", "--tau-max", "3"], "tau_list: --tau_min 0.0 and --tau_max 3.0 are only used"),
     (["search", "--objectives", "val_acuracy:max"], "--objectives: unknown metric 'val_acuracy'"),
     (["search", "--objectives", "test_balanced_acc:max"], "test metric"),
     (["baseline", "--mixup-alpha", "-1"], "mixup_alpha"),
@@ -61,12 +66,13 @@ def test_storage_path_must_be_writable_and_ours(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["baseline", *SMOKE, "--storage-path", str(blocker / "runs")]) == 2
     assert "--storage-path" in capsys.readouterr().err
-    foreign = tmp_path / "runs" / "baseline"
+    foreign = tmp_path / "runs" / "baseline-smoke"  # the smoke preset's default name
     foreign.mkdir(parents=True)
     (foreign / "notes.txt").write_text("someone else's")
     assert main(["baseline", *SMOKE, "--storage-path", str(tmp_path / "runs")]) == 2
     assert "not a study folder" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "someone else's"
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]  # our lock came and went
 
 
 @pytest.mark.ray
@@ -98,9 +104,21 @@ def test_search_seeds_paper_point_and_asha_stops_early(smoke_search):
     assert stopped and all(len(trials[f"trial_{t}"]) == 1 for t in stopped)
     assert (experiment / "optuna.db").exists()
     import optuna
-    study = optuna.load_study(study_name="search-alpha_tau", storage=f"sqlite:///{experiment / 'optuna.db'}")
+    study = optuna.load_study(study_name="search-alpha_tau-smoke", storage=f"sqlite:///{experiment / 'optuna.db'}")
     assert len(study.trials) == 4 and study.trials[0].params == {"mixup_alpha": 0.4, "tau_spread": 1.0}
     assert "stopped early by ASHA" in smoke_search.out
+    # Optuna hears ASHA's stops as PRUNED (ranked by the epoch reached), finished trials as COMPLETE
+    settings = json.loads((experiment / "study.json").read_text())
+    assert settings["startup_trials"] == 2 and settings["max_t"] == 2
+    by_params = {(t.params["mixup_alpha"], t.params["tau_spread"]): t for t in study.trials}
+    for name, rows in trials.items():
+        optuna_trial = by_params[(rows[0]["config"]["mixup_alpha"], rows[0]["config"]["tau_spread"])]
+        if name.removeprefix("trial_") in stopped:
+            assert optuna_trial.state == optuna.trial.TrialState.PRUNED
+            assert optuna_trial.intermediate_values == {1: rows[0]["val_balanced_acc"]}
+        else:
+            assert optuna_trial.state == optuna.trial.TrialState.COMPLETE
+            assert optuna_trial.value == rows[-1]["val_balanced_acc"]
 
 
 @pytest.mark.ray
@@ -138,7 +156,7 @@ def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
 
 @pytest.mark.ray
 def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, capsys):
-    experiment = tmp_path / "baseline"
+    experiment = tmp_path / "baseline-smoke"
     argv = [sys.executable, "-m", "study.run", "baseline", *SMOKE, "--seeds", "1", "2", "--max-concurrent", "1",
             "--storage-path", str(tmp_path)]
     driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -157,20 +175,20 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, c
     out = "".join(seen) + driver.communicate(timeout=120)[0]
     watchdog.cancel()
     assert driver.returncode == 130, out
-    assert "python -m study.run resume baseline" in out
+    assert "python -m study.run resume baseline-smoke" in out
     trials = reports(experiment)
     finished = next(name for name, rows in trials.items() if len(rows) == 2)
     finished_log = (experiment / finished / "result.json").read_text()
     assert sorted(len(rows) for rows in trials.values()) == [1, 2]
 
-    assert main(["resume", "baseline", "--storage-path", str(tmp_path), "--num-cpus", "2"]) == 0
+    assert main(["resume", "baseline-smoke", "--storage-path", str(tmp_path), "--num-cpus", "2"]) == 0
     trials = reports(experiment)
     assert all([r["epoch"] for r in rows] == [1, 2] for rows in trials.values())
     assert (experiment / finished / "result.json").read_text() == finished_log  # not re-run
 
     import ray
     capsys.readouterr()
-    assert main(["resume", "baseline", "--storage-path", str(tmp_path)]) == 0  # complete: answered without Ray
+    assert main(["resume", "baseline-smoke", "--storage-path", str(tmp_path)]) == 0  # complete: answered without Ray
     assert "already complete; nothing to resume" in capsys.readouterr().out and not ray.is_initialized()
 
 
@@ -180,7 +198,7 @@ def test_fractional_gpus_pack_trials_on_logical_gpus(tmp_path):
             "--storage-path", str(tmp_path)]
     argv[argv.index("--cpus-per-trial") + 1] = "0.5"
     assert main(argv) == 0
-    trials = reports(tmp_path / "baseline")
+    trials = reports(tmp_path / "baseline-smoke")
     assert sorted(rows[0]["gpu_ids"] for rows in trials.values()) == ["0", "0", "1", "1"]
     assert {rows[0]["device"] for rows in trials.values()} == {"cpu"}  # logical GPUs: torch sees none
     starts = [rows[0]["timestamp"] - rows[0]["time_total_s"] for rows in trials.values()]
@@ -201,7 +219,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
                 "--storage-path", str(tmp_path)]
         argv.remove("--num-cpus"), argv.remove("2")
         assert main(argv) == 0
-        trials = load_experiment(tmp_path / "baseline").trials
+        trials = load_experiment(tmp_path / "baseline-smoke").trials
         assert trials["epochs_run"].tolist() == [2, 2]
         assert trials["node_id"].nunique() == 2  # one trial on each node, as each trial reported
         ray.init(address=cluster.address)

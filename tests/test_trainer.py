@@ -1,6 +1,8 @@
 import csv
 import json
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,16 +56,44 @@ def test_resume_equals_uninterrupted(cifar10_dir, tmp_path):
     first_rows = [first.train_epoch() for _ in range(2)]
     save_checkpoint(first.state_dict(), tmp_path / "mid.pth")
     del first
-    torch.manual_seed(999)  # disturb every global stream: the checkpoint must restore them
-    resumed = Trainer(tiny_config(cifar10_dir, tmp_path / "b"))
-    resumed.load_state_dict(load_checkpoint(tmp_path / "mid.pth"))
-    resumed_rows = first_rows + [resumed.train_epoch()]
+    state = load_checkpoint(tmp_path / "mid.pth")
+    assert set(state["rng"]) == {"loader"}  # no global or per-GPU stream: loads on any machine
+
+    def resume(restore_loader: bool = True) -> tuple[Trainer, list[dict]]:
+        torch.manual_seed(999), np.random.seed(999), random.seed(999)  # global streams play no part
+        trainer = Trainer(tiny_config(cifar10_dir, tmp_path / "b"))
+        fresh_loader = trainer.loader.state_dict()
+        trainer.load_state_dict(state)
+        if not restore_loader:
+            trainer.loader.load_state_dict(fresh_loader)
+        return trainer, first_rows + [trainer.train_epoch()]
 
     timing = {"train_seconds", "train_images_per_s"}
-    for a, b in zip(straight_rows, resumed_rows):
-        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+
+    def same_rows(rows_a, rows_b) -> bool:
+        return all({k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+                   for a, b in zip(rows_a, rows_b))
+
+    resumed, resumed_rows = resume()
+    assert same_rows(straight_rows, resumed_rows)
     assert _weights_equal(straight.model.state_dict(), resumed.model.state_dict())
     assert straight.evaluate("val") == resumed.evaluate("val")
+    # the check has teeth: without the loader's stream, epoch 3 replays epoch 1's order and mixup
+    unrestored, unrestored_rows = resume(restore_loader=False)
+    assert not same_rows(straight_rows, unrestored_rows)
+    assert not _weights_equal(straight.model.state_dict(), unrestored.model.state_dict())
+
+
+def test_checkpoints_from_older_versions_with_gpu_rng_states_load_on_a_cpu(cifar10_dir, tmp_path):
+    trainer = Trainer(tiny_config(cifar10_dir, tmp_path))
+    trainer.train_epoch()
+    state = trainer.state_dict()
+    state["rng"].update({"torch": torch.get_rng_state(), "cuda": [torch.get_rng_state()] * 8,  # 8 GPUs' worth
+                         "python": "[3, [0], null]"})
+    save_checkpoint(state, tmp_path / "old.pth")
+    again = Trainer(tiny_config(cifar10_dir, tmp_path))
+    again.load_state_dict(load_checkpoint(tmp_path / "old.pth"))
+    assert again.epoch == 1 and _weights_equal(trainer.model.state_dict(), again.model.state_dict())
 
 
 class Payload:
