@@ -159,6 +159,7 @@ def command_train(args: argparse.Namespace) -> int:
 
 def command_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import test_agnostic
+    from .metrics import fit_temperature, reliability_bins
     trainer = trainer_from_checkpoint(args.checkpoint, args.data_dir, args.device)
     results: dict = {"checkpoint": str(args.checkpoint), "epoch": trainer.epoch}
     for split in ("val", "test", "test_full"):
@@ -170,6 +171,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
         print(f"{split:>10} " + " ".join(f"{100 * r[k]:7.2f}" for k in
                                           ("acc", "balanced_acc", "many_acc", "medium_acc", "few_acc", "ece", "mce")))
     logits, labels = trainer.predict("test_full")
+    results["test_full_reliability"] = reliability_bins(logits, labels)
+    results["temperature"] = fit_temperature(*trainer.predict("val"))
     rows = test_agnostic(logits, labels, trainer.data.class_counts)
     results["test_agnostic"] = rows
     print("\ntest-agnostic protocol (full test set, shifted priors)")

@@ -4,7 +4,7 @@
     <save_dir>/checkpoint-epoch{N}.pth   every save_period epochs and at the last epoch
     <save_dir>/model_best.pth            best val_balanced_acc so far (never a test metric)
     <save_dir>/summary.csv               one row per epoch
-    <save_dir>/metrics.json              end-of-training metrics (test_*, test_full_*)
+    <save_dir>/metrics.json              end-of-training metrics (test_*, test_full_*, shift_*)
 
 Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint
 in place of a good one.

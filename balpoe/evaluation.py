@@ -35,3 +35,18 @@ def test_agnostic(logits: torch.Tensor, labels: torch.Tensor, class_counts) -> l
         rows.append({"distribution": name, "images": len(idx), "acc": plain["acc"], "ece": plain["ece"],
                      "acc_prior": corrected["acc"], "ece_prior": corrected["ece"]})
     return rows
+
+
+def shift_metrics(logits: torch.Tensor, labels: torch.Tensor, class_counts) -> dict[str, float]:
+    """The protocol as flat, stable keys for reports and tables: `shift_<distribution>_acc` and
+    `..._acc_prior` (forward50 … uniform … backward50), plus their mean and worst over the 11
+    distributions. One pass of logits over the full test set; the distributions are index selections."""
+    rows = test_agnostic(logits, labels, class_counts)
+    out = {}
+    for row in rows:
+        name = row["distribution"].replace("-", "")
+        out[f"shift_{name}_acc"], out[f"shift_{name}_acc_prior"] = row["acc"], row["acc_prior"]
+    for suffix in ("acc", "acc_prior"):
+        values = [row[suffix] for row in rows]
+        out[f"shift_mean_{suffix}"], out[f"shift_worst_{suffix}"] = float(np.mean(values)), float(min(values))
+    return out

@@ -33,28 +33,96 @@ def calibration_errors(confidence: torch.Tensor, correct: torch.Tensor, bins: in
     return ece, mce
 
 
+def scores(logits: torch.Tensor, labels: torch.Tensor, class_counts) -> dict[str, float]:
+    """Accuracy, balanced and many/medium/few accuracy, NLL, Brier score, ECE and MCE of one set of
+    logits (N, classes)."""
+    logits = logits.float()
+    probs = F.softmax(logits, dim=1)
+    confidence, predicted = probs.max(dim=1)
+    correct = predicted == labels
+    per_class = per_class_accuracy(predicted, labels, logits.shape[-1])
+    present = ~np.isnan(per_class)
+    ece, mce = calibration_errors(confidence, correct)
+    brier = float(((probs - F.one_hot(labels, logits.shape[-1]).float()) ** 2).sum(dim=1).mean())
+    out = {"acc": float(correct.float().mean()), "balanced_acc": float(per_class[present].mean()),
+           "nll": float(F.cross_entropy(logits, labels)), "brier": brier, "ece": ece, "mce": mce}
+    for group, mask in shot_groups(class_counts).items():
+        chosen = per_class[mask & present]
+        out[f"{group}_acc"] = float(chosen.mean()) if len(chosen) else math.nan
+    return out
+
+
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_counts,
                            log_test_prior: torch.Tensor | None = None) -> dict[str, float]:
     """Metrics of the ensemble: `logits` are per-expert (N, experts, classes); the ensemble is their mean.
     `log_test_prior` (post-hoc prior correction) is added to the ensemble logits when given."""
-    num_classes = logits.shape[-1]
     ensemble = logits.float().mean(dim=1)
     if log_test_prior is not None:
         ensemble = ensemble + log_test_prior
-    probs = F.softmax(ensemble, dim=1)
-    confidence, predicted = probs.max(dim=1)
-    correct = predicted == labels
-    per_class = per_class_accuracy(predicted, labels, num_classes)
-    present = ~np.isnan(per_class)
-    ece, mce = calibration_errors(confidence, correct)
-    out = {"acc": float(correct.float().mean()), "balanced_acc": float(per_class[present].mean()),
-           "nll": float(F.cross_entropy(ensemble, labels)), "ece": ece, "mce": mce}
-    for group, mask in shot_groups(class_counts).items():
-        chosen = per_class[mask & present]
-        out[f"{group}_acc"] = float(chosen.mean()) if len(chosen) else math.nan
+    out = scores(ensemble, labels, class_counts)
     for e in range(logits.shape[1]):
         out[f"expert{e}_acc"] = float((logits[:, e].argmax(dim=1) == labels).float().mean())
     return out
+
+
+def expert_metrics(logits: torch.Tensor, labels: torch.Tensor, class_counts, tau_list) -> dict[str, float]:
+    """Whether the experts are the differently biased experts BalPoE claims. Per expert e: its raw
+    logits' balanced and many/medium/few accuracy and ECE (`expert{e}_*`), and the same for its logits
+    corrected to the uniform prior, logits_e + (τ_e − 1)·log π (`expert{e}_uniform_*`); the ensemble's
+    balanced-accuracy gain over the best corrected expert; the experts' disagreement (share of samples
+    on which two experts' top-1 differ, mean over pairs and per pair)."""
+    log_prior = torch.log(torch.as_tensor(class_counts, dtype=torch.float32) / float(sum(class_counts)) + 1e-9)
+    kept = ("balanced_acc", "many_acc", "medium_acc", "few_acc", "ece")
+    out, best = {}, -math.inf
+    for e, tau in enumerate(tau_list):
+        raw = scores(logits[:, e], labels, class_counts)
+        uniform = scores(logits[:, e].float() + (float(tau) - 1.0) * log_prior, labels, class_counts)
+        out.update({f"expert{e}_{k}": raw[k] for k in kept})
+        out.update({f"expert{e}_uniform_{k}": uniform[k] for k in kept})
+        best = max(best, uniform["balanced_acc"])
+    ensemble = scores(logits.float().mean(dim=1), labels, class_counts)["balanced_acc"]
+    out["ensemble_gain"] = ensemble - best
+    top1 = logits.argmax(dim=2)
+    pairs = [(i, j) for i in range(len(tau_list)) for j in range(i + 1, len(tau_list))]
+    for i, j in pairs:
+        out[f"expert{i}{j}_disagreement"] = float((top1[:, i] != top1[:, j]).float().mean())
+    out["expert_disagreement"] = float(np.mean([out[f"expert{i}{j}_disagreement"] for i, j in pairs])) \
+        if pairs else 0.0
+    return out
+
+
+def reliability_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = CALIBRATION_BINS) -> list[dict]:
+    """Reliability-diagram data of the ensemble: per equal-width confidence bin (lo, hi], the mean
+    confidence, the accuracy and the count (empty bins included, with NaN means)."""
+    probs = F.softmax(logits.float().mean(dim=1), dim=1)
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    which = torch.bucketize(confidence, edges[1:-1], right=False)
+    rows = []
+    for b in range(bins):
+        in_bin = which == b
+        count = int(in_bin.sum())
+        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count,
+                     "confidence": float(confidence[in_bin].mean()) if count else math.nan,
+                     "accuracy": float(correct[in_bin].mean()) if count else math.nan})
+    return rows
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T that minimises the NLL of the ensemble's logits / T (temperature scaling,
+    fitted on validation; used only as a comparison, never to change the model's reported metrics)."""
+    ensemble = logits.float().mean(dim=1)
+    log_t = torch.zeros((), requires_grad=True)
+    optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        loss = F.cross_entropy(ensemble / log_t.exp(), labels)
+        loss.backward()
+        return loss
+    optimiser.step(closure)
+    return float(log_t.detach().exp())
 
 
 def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:

@@ -26,8 +26,9 @@ import torch
 
 from .config import Config
 from .data import BatchLoader, DataBundle, Normalise, build_data, eval_batches
+from .evaluation import shift_metrics
 from .losses import ExpertLoss
-from .metrics import classification_metrics
+from .metrics import classification_metrics, expert_metrics, fit_temperature, scores
 from .model import build_model
 
 MONITOR = "val_balanced_acc"
@@ -129,19 +130,21 @@ class Trainer:
         logits = [self.forward(x).float() for x, _ in eval_batches(split, EVAL_BATCH_SIZE, self.normalise)]
         return torch.cat(logits).cpu(), split.labels.cpu()
 
-    def evaluate(self, split_name: str, log_test_prior: torch.Tensor | None = None,
-                 indices: torch.Tensor | None = None) -> dict[str, float]:
-        logits, labels = self.predict(split_name)
-        if indices is not None:
-            logits, labels = logits[indices], labels[indices]
-        metrics = classification_metrics(logits, labels, self.data.class_counts, log_test_prior)
+    def evaluate(self, split_name: str) -> dict[str, float]:
+        """The ensemble's metrics and the per-expert diagnostics of a split, prefixed with its name."""
+        return self.split_metrics(split_name, *self.predict(split_name))
+
+    def split_metrics(self, split_name: str, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        metrics = classification_metrics(logits, labels, self.data.class_counts)
+        metrics.update(expert_metrics(logits, labels, self.data.class_counts, self.config.tau_list))
         return {f"{split_name}_{k}": v for k, v in metrics.items()}
 
     # --- the loop -------------------------------------------------------------------------------
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch, validate, track the best model. Keys: epoch, lr, train_loss,
         train_loss_expert{e}, train_acc, train_images_per_s, val_* (acc, balanced_acc,
-        many/medium/few_acc, nll, ece, mce, expert{e}_acc), best_val_balanced_acc, epoch_seconds."""
+        many/medium/few_acc, nll, brier, ece, mce, expert{e}_acc, and the per-expert diagnostics of
+        `metrics.expert_metrics`), best_val_balanced_acc, epoch_seconds."""
         start = time.perf_counter()
         metrics = self.train_epoch()
         metrics.update(self.evaluate("val"))
@@ -152,10 +155,19 @@ class Trainer:
         return metrics
 
     def final_metrics(self) -> dict[str, float]:
-        """test_* on the reported test split and test_full_* on the whole test set (paper protocol)."""
+        """test_* on the reported test split, test_full_* on the whole test set (paper protocol), and
+        shift_* — the test-agnostic protocol — from the same pass of logits over the whole test set;
+        per-expert diagnostics on both; ECE after temperature scaling fitted on validation
+        (`temperature`, `*_ece_after_ts`), a comparison only: the reported metrics are the model's."""
         final = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_" + MONITOR: self.best_metric}
-        final.update(self.evaluate("test"))
-        final.update(self.evaluate("test_full"))
+        temperature = fit_temperature(*self.predict("val"))
+        final["temperature"] = temperature
+        for split in ("test", "test_full"):
+            logits, labels = self.predict(split)
+            final.update(self.split_metrics(split, logits, labels))
+            final[f"{split}_ece_after_ts"] = scores(logits.float().mean(dim=1) / temperature, labels,
+                                                    self.data.class_counts)["ece"]
+        final.update(shift_metrics(logits, labels, self.data.class_counts))  # the test_full logits
         return final
 
     @property

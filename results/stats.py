@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 # Published BalPoE figures, CIFAR-100-LT IR 100, 3 experts, τ 0/1/2, mixup α 0.4, 200 epochs, in %.
-# Accuracy/ECE/MCE: the paper's Tables 2–3 (5 seeds); many/medium/few: an independent reproduction.
+# Accuracy/ECE/MCE: the paper's Tables 2–3 (5 seeds); many/medium/few: an independent reproduction;
+# shift_*: the paper's test-agnostic results.
 PAPER_FIGURES = (
     ("test_full_acc", "top-1 accuracy", 52.0, 0.5, "BalPoE paper, Table 2 (5 seeds)"),
     ("test_full_ece", "ECE", 4.9, 1.0, "BalPoE paper, Table 3 (5 seeds)"),
@@ -18,6 +19,11 @@ PAPER_FIGURES = (
     ("test_full_many_acc", "many-shot accuracy", 67.6, math.nan, "independent reproduction"),
     ("test_full_medium_acc", "medium-shot accuracy", 54.5, math.nan, "independent reproduction"),
     ("test_full_few_acc", "few-shot accuracy", 30.8, math.nan, "independent reproduction"),
+    ("shift_forward50_acc", "test-agnostic forward-50", 65.1, math.nan, "BalPoE paper, test-agnostic"),
+    ("shift_uniform_acc", "test-agnostic uniform", 52.0, math.nan, "BalPoE paper, test-agnostic"),
+    ("shift_backward50_acc", "test-agnostic backward-50", 36.1, math.nan, "BalPoE paper, test-agnostic"),
+    ("shift_forward50_acc_prior", "forward-50 with prior correction", 70.3, math.nan, "BalPoE paper, test-agnostic"),
+    ("shift_backward50_acc_prior", "backward-50 with prior correction", 46.1, math.nan, "BalPoE paper, test-agnostic"),
 )
 CANONICAL_RECIPE = {"dataset": "cifar100-lt", "imb_factor": 0.01, "epochs": 200, "num_experts": 3,
                     "tau_list": "0;1;2", "mixup_alpha": 0.4}

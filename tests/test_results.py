@@ -57,6 +57,8 @@ def test_trials_and_epochs_tables_agree_with_the_result_files(smoke_search):
         if trial["status"] == "finished":
             assert trial["test_balanced_acc"] == last["test_balanced_acc"]
             assert trial["test_full_acc"] == last["test_full_acc"] and trial["test_full_mce"] == last["test_full_mce"]
+            shift = [k for k in last if k.startswith("shift_")]
+            assert len(shift) == 26 and all(trial[k] == last[k] for k in shift)  # 11 × (plain, prior) + mean/worst
         else:
             assert math.isnan(trial["test_full_acc"])
         assert trial["wall_time_s"] == last["time_total_s"] and trial["device"] == "cpu"
@@ -167,11 +169,11 @@ def test_report_writes_tables_figures_and_an_escaped_page(smoke_search, smoke_ba
     page = (report / "index.html").read_text()
     figures = sorted(p.name for p in (report / "figures").glob("*.png"))
     assert figures == ["accuracy_vs_ece.png", "alpha_effect.png", "alpha_spread_map.png", "learning_curves.png",
-                       "shot_groups.png", "tau_spread_effect.png"]
+                       "shot_groups.png", "tau_spread_effect.png", "test_agnostic.png"]
     for name in figures:
         assert f'src="figures/{name}"' in page
         assert (report / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "test_agnostic.png: no trial reported shifted-test accuracies" in page
+    assert "does not vary" not in page and "no finished trial" not in page  # every figure applies to a search
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     exp = load_experiment(experiment)
     for name in ("trials", "epochs", "summary", "asha_fidelity", "optuna_trials", "baseline_comparison"):

@@ -42,6 +42,33 @@ def test_smoke_run_metrics(cifar10_dir, tmp_path):
     assert losses == sorted(losses, reverse=True) and losses[-1] < 0.5 * losses[0]
     assert final["test_full_acc"] > 0.25   # 10 colour-coded classes: well above chance (0.1)
     assert {"test_acc", "test_balanced_acc", "test_ece", "test_full_mce", "test_few_acc"} <= set(final)
+    # the test-agnostic protocol comes with every end of training, from the same full-test logits
+    assert final["shift_uniform_acc"] == pytest.approx(final["test_full_acc"])
+    assert final["shift_uniform_acc_prior"] == pytest.approx(final["shift_uniform_acc"])  # uniform prior: a constant
+    accs = [final[f"shift_{d}{r}_acc"] for d in ("forward", "backward") for r in (50, 25, 10, 5, 2)]
+    assert final["shift_worst_acc"] == pytest.approx(min(accs + [final["shift_uniform_acc"]]))
+
+
+def test_shift_metrics_follow_the_profile_and_add_the_log_prior():
+    from balpoe.data import long_tail_counts, shifted_test_indices
+    from balpoe.evaluation import shift_metrics
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(20)
+    logits = torch.randn(len(labels), 3, 10, generator=generator) + 2.0 * torch.nn.functional.one_hot(labels, 10)[:, None]
+    counts = [100] * 3 + [40] * 3 + [10] * 4
+    metrics = shift_metrics(logits, labels, counts)
+    for direction in ("forward", "backward"):
+        indices = shifted_test_indices(labels.numpy(), 50, direction)
+        expected = long_tail_counts(20, 10, 1 / 50)
+        assert np.bincount(labels[indices].numpy(), minlength=10).tolist() == \
+            (list(expected) if direction == "forward" else list(expected)[::-1])
+        sub_logits, sub_labels = logits[indices].mean(dim=1), labels[indices]
+        prior = torch.bincount(sub_labels, minlength=10).float() / len(sub_labels)
+        by_hand = ((sub_logits + torch.log(prior + 1e-9)).argmax(dim=1) == sub_labels).float().mean()
+        assert metrics[f"shift_{direction}50_acc_prior"] == pytest.approx(float(by_hand))
+        plain = (sub_logits.argmax(dim=1) == sub_labels).float().mean()
+        assert metrics[f"shift_{direction}50_acc"] == pytest.approx(float(plain))
+    assert len([k for k in metrics if k.endswith("_acc") and not k.startswith(("shift_mean", "shift_worst"))]) == 11
 
 
 def _weights_equal(a: dict, b: dict) -> bool:
