@@ -46,8 +46,9 @@ class CompactProgress(Callback):
         return remaining
 
     def __setstate__(self, state: dict) -> None:
-        """Tune pickles callbacks with the experiment; a restored study starts its own clock."""
-        self.__dict__.update(state)
+        """Tune pickles callbacks with the experiment; a restored study starts its own clock (and one
+        pickled before the ETA knew ASHA's rungs estimates without them)."""
+        self.__dict__.update({"rungs": [], "reduction": 2, **state})
         self._start_clock()
 
     def _print(self, text: str) -> None:
