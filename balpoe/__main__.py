@@ -32,6 +32,8 @@ RECIPE_OPTIONS: dict[str, tuple[tuple[str, ...], type, str]] = {
     "tau_max": (("--tau_max", "--tau-max"), float, "largest τ for the limits/uniform rules"),
     "mixup_alpha": (("--mixup_alpha", "--mixup-alpha"), float, "mixup α (0 disables mixup)"),
     "save_period": (("--save_period", "--save-period"), int, "write checkpoint-epoch{N}.pth every N epochs"),
+    "eval_shift_every": (("--eval-shift-every", "--eval_shift_every"), int,
+                         "also score the shifted test sets (shift_*) every N epochs; 0: only at the end"),
     "save_dir": (("--save_dir", "--save-dir"), str, "run folder"),
     "norm_scale": (("--norm_scale", "--norm-scale"), float, "cosine classifier scale s"),
     "use_norm": (("--use_norm", "--use-norm"), "bool", "cosine classifier (1) or linear (0)"),
@@ -96,11 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="write the results as JSON here (default: next to the checkpoint)")
 
     export = sub.add_parser("export-logits", help="per-expert logits of every split for downstream stages",
-                            description="Write per-expert logits (N, experts, classes) and labels of the "
-                            "train (unaugmented), val, test and test_full splits.")
+                            description="Write, per split, per-expert logits (N, experts, classes), labels and "
+                            "each sample's index in the original data set as <split>.npz, plus manifest.json "
+                            "(classes, tau list, class counts, split rule, config, checkpoint SHA-256). "
+                            "Readable with NumPy alone.")
     export.add_argument("checkpoint")
-    export.add_argument("--output", help="a .pt (torch, weights_only-loadable) or .npz file "
-                        "(default: <checkpoint>-logits.pt)")
+    export.add_argument("--output", help="the export folder (default: <checkpoint>-logits/ beside it)")
     export.add_argument("--splits", nargs="+", default=["train", "val", "test", "test_full"],
                         choices=["train", "val", "test", "test_full"])
     export.add_argument("--data-dir", "--data_dir", dest="data_dir", help="override the data folder")
@@ -187,23 +190,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
+    from .export import export_logits
     trainer = trainer_from_checkpoint(args.checkpoint, args.data_dir, args.device)
     output = Path(args.output) if args.output else Path(args.checkpoint).with_name(
-        Path(args.checkpoint).stem + "-logits.pt")
-    payload: dict = {"tau_list": torch.tensor(trainer.config.tau_list),
-                     "class_counts": torch.tensor(trainer.data.class_counts)}
-    for split in args.splits:
-        logits, labels = trainer.predict(split)  # train: unaugmented, in the subset's order
-        payload[f"{split}_logits"], payload[f"{split}_labels"] = logits, labels
-        print(f"{split:>10}: logits {tuple(logits.shape)}")
-    if output.suffix == ".npz":
-        np.savez_compressed(output, **{k: v.numpy() for k, v in payload.items()})
-    else:
-        torch.save(payload, output)
-    print(f"logits written to {output} (keys: {', '.join(payload)})")
+        Path(args.checkpoint).stem + "-logits")
+    manifest = export_logits(trainer, args.checkpoint, output, args.splits)
+    print(f"logits written to {output}/ ({', '.join(f'{s}.npz' for s in args.splits)}, {manifest.name})")
     return 0
 
 

@@ -53,6 +53,7 @@ class Config:
     seed: int = 1
     save_dir: str = "runs/balpoe/cifar100_ir100"
     save_period: int = 50
+    eval_shift_every: int = 0  # also score the shifted test sets every N epochs (0: only at the end)
     device: str = "auto"
     channels_last: bool = True
     compile: bool = False
@@ -88,6 +89,8 @@ class Config:
         need(self.step1 <= self.epochs, "step1", f"must be <= epochs={self.epochs}")
         need(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
         need(isinstance(self.save_period, int) and self.save_period >= 1, "save_period", "must be an integer >= 1")
+        need(isinstance(self.eval_shift_every, int) and self.eval_shift_every >= 0, "eval_shift_every",
+             "must be an integer >= 0 (0: the shifted test sets only at the end of training)")
         need(isinstance(self.seed, int), "seed", "must be an integer")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")
              or self.device == "mps", "device", "must be auto, cpu, cuda, cuda:N or mps")

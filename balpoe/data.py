@@ -75,6 +75,29 @@ def cifar_folder(data_dir: str | Path, name: str) -> Path:
     return Path(data_dir) / _CIFAR[name][0]
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+
+
+def class_names(dataset: str, data_dir: str | Path) -> list[str] | None:
+    """Class names in label order, where the data set names them (CIFAR-100's come from its `meta`
+    file, read like its data files); None for generated data or a copy without names."""
+    if dataset == "cifar10-lt":
+        return list(CIFAR10_CLASSES)
+    if dataset == "fashion-mnist-lt":
+        return list(FASHION_MNIST_CLASSES)
+    if dataset == "cifar100-lt":
+        meta = cifar_folder(data_dir, "cifar100") / "meta"
+        try:
+            with open(meta, "rb") as handle:
+                names = _ArrayUnpickler(handle, encoding="bytes").load()[b"fine_label_names"]
+        except (OSError, pickle.UnpicklingError, KeyError, TypeError, EOFError):
+            return None
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return None
+
+
 def _download_cifar(data_dir: Path, name: str) -> None:
     from torchvision import datasets  # torchvision checks the archive's MD5 before extracting
     cls = datasets.CIFAR100 if name == "cifar100" else datasets.CIFAR10
@@ -245,6 +268,7 @@ def shifted_test_indices(labels: np.ndarray, ratio: int, direction: str) -> np.n
 class Split:
     images: torch.Tensor  # uint8 NCHW on the device
     labels: torch.Tensor  # int64 on the device
+    indices: np.ndarray   # each sample's index in the original train or test set
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -267,9 +291,11 @@ class DataBundle:
                 "test_full": len(self.test_full), "classes": self.num_classes}
 
 
-def _to_split(images: np.ndarray, labels: np.ndarray, device: torch.device) -> Split:
-    nchw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    return Split(nchw.to(device), torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
+def _to_split(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, device: torch.device) -> Split:
+    """The samples `indices` of a whole set, on the device."""
+    nchw = torch.from_numpy(np.ascontiguousarray(images[indices].transpose(0, 3, 1, 2)))
+    labels = torch.from_numpy(np.asarray(labels[indices], dtype=np.int64))
+    return Split(nchw.to(device), labels.to(device), np.asarray(indices, dtype=np.int64))
 
 
 def build_data(config: Config, device: torch.device | str = "cpu", raw: RawDataset | None = None) -> DataBundle:
@@ -280,10 +306,10 @@ def build_data(config: Config, device: torch.device | str = "cpu", raw: RawDatas
     keep = long_tail_indices(raw.train_labels, counts, seed=0)
     val_idx, test_idx = stratified_split(raw.test_labels, config.val_fraction, seed=0)
     return DataBundle(
-        train=_to_split(raw.train_images[keep], raw.train_labels[keep], device),
-        val=_to_split(raw.test_images[val_idx], raw.test_labels[val_idx], device),
-        test=_to_split(raw.test_images[test_idx], raw.test_labels[test_idx], device),
-        test_full=_to_split(raw.test_images, raw.test_labels, device),
+        train=_to_split(raw.train_images, raw.train_labels, keep, device),
+        val=_to_split(raw.test_images, raw.test_labels, val_idx, device),
+        test=_to_split(raw.test_images, raw.test_labels, test_idx, device),
+        test_full=_to_split(raw.test_images, raw.test_labels, np.arange(len(raw.test_labels)), device),
         class_counts=counts, num_classes=raw.num_classes, mean=raw.mean, std=raw.std)
 
 

@@ -151,6 +151,9 @@ class Trainer:
         if metrics[MONITOR] > self.best_metric:
             self.best_metric, self.best_epoch = metrics[MONITOR], self.epoch
         metrics["best_" + MONITOR] = self.best_metric
+        every = self.config.eval_shift_every
+        if every and self.epoch % every == 0 and not self.finished:  # the last epoch gets them in final_metrics
+            metrics.update(shift_metrics(*self.predict("test_full"), self.data.class_counts))
         metrics["epoch_seconds"] = time.perf_counter() - start
         return metrics
 

@@ -19,7 +19,8 @@ STATUSES = ("finished", "asha_stopped", "unfinished", "errored")
 # config values every trials table shows, varying or not: they say what was trained
 KEY_CONFIG = ("dataset", "imb_factor", "epochs", "num_experts", "tau_list", "tau_spread", "mixup_alpha", "seed")
 # config fields that say where or how fast, not what: never columns, even when they differ
-NOT_RECIPE = {"data_dir", "save_dir", "save_period", "download", "device", "channels_last", "compile"}
+NOT_RECIPE = {"data_dir", "save_dir", "save_period", "download", "device", "channels_last", "compile",
+              "eval_shift_every"}
 RECIPE_FIELDS = {f.name for f in dataclasses.fields(Config)} - NOT_RECIPE
 # Tune's bookkeeping and the trial's context: kept out of the per-epoch history
 NOT_EPOCH_METRICS = {"config", "date", "pid", "hostname", "node_ip", "checkpoint_dir_name", "should_checkpoint",
@@ -112,7 +113,7 @@ def epochs_table(all_files: list[TrialFiles]) -> pd.DataFrame:
         for report in files.rows:
             row = {"trial_id": files.trial_id}
             row.update({k: v for k, v in report.items()
-                        if k not in NOT_EPOCH_METRICS and not k.startswith(END_OF_TRAINING_PREFIXES)})
+                        if k not in NOT_EPOCH_METRICS and not k.startswith("test_")})
             rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["trial_id", "epoch"])

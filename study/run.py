@@ -136,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "configuration with, against its seed noise")
     report.add_argument("--output", help="report folder (default: the experiment's report/)")
 
+    export = sub.add_parser("export", help="per-expert logits of a trial, for downstream stages",
+                            description="Export a trial's per-expert logits from its last checkpoint, in "
+                            "`python -m balpoe export-logits` layout (<split>.npz + manifest.json).")
+    export.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
+    export.add_argument("--trial", default="best", help="a trial id, or best: the finished trial best on the "
+                        "(first) objective (default)")
+    export.add_argument("--storage-path", default="./runs")
+    export.add_argument("--output", help="export folder (default: <experiment>/exports/trial_<id>)")
+    export.add_argument("--splits", nargs="+", default=["train", "val", "test", "test_full"],
+                        choices=["train", "val", "test", "test_full"])
+    export.add_argument("--data-dir", help="where the data set is on this machine, if not where the trial read it")
+    export.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+
     page = sub.add_parser("dashboard", help="the live results page of every experiment, on Ray Serve",
                           description="Serve the results page (experiments under --storage-path: trials, figures, "
                           "statistics, running trials with ETAs) with Ray Serve until Ctrl-C. JSON tables under "
@@ -340,6 +353,38 @@ def show(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from balpoe.__main__ import trainer_from_checkpoint
+    from balpoe.export import export_logits
+    exp = open_experiment(args.name, args.storage_path)
+    if args.trial == "best":
+        finished = exp.sorted_trials()[lambda t: t["status"] == "finished"]
+        if finished.empty:
+            raise StudyError(f"--trial best: experiment {exp.name!r} has no finished trial yet; name one with "
+                             f"--trial ID ({', '.join(exp.trials['trial_id'])})")
+        trial = finished.iloc[0]
+    else:
+        chosen = exp.trials[exp.trials["trial_id"] == args.trial]
+        if chosen.empty:
+            raise StudyError(f"--trial: no trial {args.trial!r} in {exp.name!r}; trials: "
+                             f"{', '.join(exp.trials['trial_id']) or 'none yet'}")
+        trial = chosen.iloc[0]
+    checkpoints = sorted((exp.path / trial["folder"]).glob("checkpoint_*/trainer_state.pth"))
+    if not checkpoints:
+        raise StudyError(f"--trial: trial {trial['trial_id']} has no checkpoint yet")
+    output = Path(args.output) if args.output else exp.path / "exports" / f"trial_{trial['trial_id']}"
+    print(f"trial {trial['trial_id']} ({trial['status']}, epoch {trial['epochs_run']}): {checkpoints[-1]}")
+    from balpoe.checkpoint import CheckpointError
+    from balpoe.data import DataNotFoundError
+    try:
+        trainer = trainer_from_checkpoint(str(checkpoints[-1]), args.data_dir, args.device)
+    except (CheckpointError, DataNotFoundError) as err:
+        raise StudyError(f"--trial: {err}") from None
+    manifest = export_logits(trainer, checkpoints[-1], output, args.splits)
+    print(f"logits written to {output}/ ({', '.join(f'{s}.npz' for s in args.splits)}, {manifest.name})")
+    return 0
+
+
 def report(args: argparse.Namespace) -> int:
     from results.report import write_report
     exp = open_experiment(args.name, args.storage_path)
@@ -393,8 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             from . import doctor
             return doctor.run(args)
-        if args.command in ("show", "report"):
-            return show(args) if args.command == "show" else report(args)
+        if args.command in ("show", "report", "export"):
+            return {"show": show, "report": report, "export": export}[args.command](args)
         if args.command == "dashboard":
             return dashboard.run(args, open_experiment)
         if args.serve_results:

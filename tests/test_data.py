@@ -122,7 +122,7 @@ def test_loader_is_deterministic_and_resumable(cifar10_dir):
 def test_loader_mixup():
     images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
     images[2:] = 255
-    split = data.Split(images, torch.tensor([0, 0, 1, 1]))
+    split = data.Split(images, torch.tensor([0, 0, 1, 1]), np.arange(4))
     batch = next(iter(data.BatchLoader(split, 4, data.Normalise((0.0,) * 3, (1.0,) * 3, "cpu"), seed=1,
                                        mixup_alpha=0.4, max_degrees=0.0, pad=0)))
     assert 0.0 < batch.lam < 1.0

@@ -273,3 +273,19 @@ def test_pareto_front_keeps_the_undominated_trials():
                           "val_ece": [0.10, 0.20, 0.30, 0.25, 0.01]})
     front = pareto_front(frame, [["val_balanced_acc", "max"], ["val_ece", "min"]])
     assert front.tolist() == [True, True, False, False, False]
+
+
+@pytest.mark.ray
+def test_export_writes_the_best_trials_logits_readable_with_numpy(smoke_search, tmp_path, capsys):
+    exp = load_experiment(smoke_search.experiment)
+    best = exp.sorted_trials()[lambda t: t["status"] == "finished"].iloc[0]
+    code, out = run_cli(["export", str(smoke_search.experiment), "--trial", "best", "--output", str(tmp_path / "x"),
+                         "--splits", "val", "test_full"])
+    assert code == 0 and out.startswith(f"trial {best['trial_id']} (finished, epoch 2)")
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert manifest["epoch"] == 2 and set(manifest["splits"]) == {"val", "test_full"}
+    full = np.load(tmp_path / "x" / "test_full.npz")
+    accuracy = float((full["logits"].mean(axis=1).argmax(axis=1) == full["labels"]).mean())
+    assert accuracy == pytest.approx(best["test_full_acc"])  # the trial's own end-of-training figure
+    code, _ = run_cli(["export", str(smoke_search.experiment), "--trial", "nope"])
+    assert code == 2 and "--trial: no trial 'nope'" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import torch
 
 from balpoe.__main__ import main
 from balpoe.checkpoint import CheckpointError, RunFolder, load_checkpoint, save_checkpoint
+from balpoe.config import ConfigError
 from balpoe.trainer import Trainer
 from conftest import tiny_config
 
@@ -47,6 +48,16 @@ def test_smoke_run_metrics(cifar10_dir, tmp_path):
     assert final["shift_uniform_acc_prior"] == pytest.approx(final["shift_uniform_acc"])  # uniform prior: a constant
     accs = [final[f"shift_{d}{r}_acc"] for d in ("forward", "backward") for r in (50, 25, 10, 5, 2)]
     assert final["shift_worst_acc"] == pytest.approx(min(accs + [final["shift_uniform_acc"]]))
+
+
+def test_shift_metrics_every_n_epochs_when_asked(cifar10_dir, tmp_path):
+    trainer = Trainer(tiny_config(cifar10_dir, tmp_path, epochs=3, eval_shift_every=2))
+    rows = [trainer.run_epoch() for _ in range(2)]
+    assert rows[1]["shift_uniform_acc"] == pytest.approx(trainer.evaluate("test_full")["test_full_acc"])
+    rows.append(trainer.run_epoch())
+    assert [("shift_forward50_acc" in row) for row in rows] == [False, True, False]  # epoch 3: final_metrics
+    with pytest.raises(ConfigError, match="eval_shift_every: must be an integer >= 0"):
+        tiny_config(cifar10_dir, tmp_path, eval_shift_every=-1)
 
 
 def test_shift_metrics_follow_the_profile_and_add_the_log_prior():
@@ -175,12 +186,23 @@ def test_cli_train_resume_evaluate_export(cifar10_dir, tmp_path, capsys):
         "forward-50", "forward-25", "forward-10", "forward-5", "forward-2", "uniform"]
     assert "test_full_acc" in evaluation
 
-    assert main(["export-logits", str(run / "checkpoint-epoch3.pth"), "--output", str(tmp_path / "l.pt")]) == 0
-    logits = torch.load(tmp_path / "l.pt", weights_only=True)
-    assert logits["test_full_logits"].shape == (100, 3, 10) and logits["train_logits"].shape == (159, 3, 10)
-    assert logits["tau_list"].tolist() == [0.0, 1.0, 2.0]
-    assert logits["test_full_logits"].mean(1).argmax(1).eq(logits["test_full_labels"]).float().mean().item() \
-        == pytest.approx(metrics["test_full_acc"])
+    exported = tmp_path / "logits"
+    assert main(["export-logits", str(run / "checkpoint-epoch3.pth"), "--output", str(exported)]) == 0
+    assert f"logits written to {exported}/" in capsys.readouterr().out
+    manifest = json.loads((exported / "manifest.json").read_text())
+    import hashlib
+    assert manifest["checkpoint_sha256"] == hashlib.sha256((run / "checkpoint-epoch3.pth").read_bytes()).hexdigest()
+    assert (manifest["format"], manifest["tau_list"], manifest["class_names"][0]) == ("balpoe-logits", [0, 1, 2],
+                                                                                       "airplane")
+    assert manifest["splits"]["test_full"]["logits_shape"] == [100, 3, 10]
+    assert manifest["splits"]["train"]["logits_shape"] == [159, 3, 10]
+    assert sum(manifest["train_class_counts"]) == 159 and manifest["split_rule"]["val_fraction"] == 0.2
+    full = np.load(exported / "test_full.npz")  # NumPy alone reads it back
+    assert full["logits"].dtype == np.float32 and (full["indices"] == np.arange(100)).all()
+    accuracy = float((full["logits"].mean(axis=1).argmax(axis=1) == full["labels"]).mean())
+    assert accuracy == pytest.approx(metrics["test_full_acc"])
+    val, test = np.load(exported / "val.npz"), np.load(exported / "test.npz")
+    assert sorted(np.concatenate([val["indices"], test["indices"]]).tolist()) == list(range(100))  # disjoint
 
 
 def test_cli_rejects_bad_input_before_work(tmp_path, capsys):

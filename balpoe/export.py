@@ -1,0 +1,72 @@
+"""Per-expert logits for a downstream stage (e.g. a plug-in or rejection optimiser trained on the
+experts' predictions), readable with NumPy alone.
+
+Layout of an export folder:
+
+    manifest.json      format, version, splits (file, samples, shape, source set), classes (order and
+                       names), tau_list, train_class_counts, the split rule, the config, the checkpoint
+                       and its SHA-256
+    <split>.npz        logits   float32 (samples, experts, classes)   raw per-expert logits
+                       labels   int64   (samples,)
+                       indices  int64   (samples,)   index of each sample in the original train or test
+                                                     set (train: unaugmented, in the subset's order)
+
+The ensemble's prediction is `logits.mean(axis=1).argmax(axis=1)`; expert e's logits corrected to the
+uniform prior are `logits[:, e] + (tau_list[e] - 1) * log(train_class_counts / sum)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import write_json
+from .data import class_names
+from .progress import format_duration
+
+FORMAT, VERSION = "balpoe-logits", 1
+SOURCES = {"train": "train set (long-tailed subset)", "val": "test set (validation part)",
+           "test": "test set (reported part)", "test_full": "test set (whole)"}
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, log=print) -> Path:
+    """Write one `.npz` per split and `manifest.json` into `output`; returns the manifest's path.
+    Prints one line per split as it is done, with the time left at the pace so far."""
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = trainer.config
+    sizes = {split: len(getattr(trainer.data, split)) for split in splits}
+    manifest = {
+        "format": FORMAT, "version": VERSION, "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_sha256": sha256(checkpoint), "epoch": trainer.epoch, "splits": {},
+        "num_classes": trainer.data.num_classes, "class_order": list(range(trainer.data.num_classes)),
+        "class_names": class_names(config.dataset, config.data_dir), "tau_list": list(config.tau_list),
+        "train_class_counts": list(trainer.data.class_counts),
+        "split_rule": {"validation": "stratified share of each test class", "val_fraction": config.val_fraction,
+                       "val_seed": 0, "train_subset": "exp profile", "imb_factor": config.imb_factor,
+                       "train_subset_seed": 0},
+        "config": config.to_dict(),
+    }
+    start, done = time.perf_counter(), 0
+    for split in splits:
+        logits, labels = trainer.predict(split)
+        np.savez(folder / f"{split}.npz", logits=logits.numpy().astype(np.float32),
+                 labels=labels.numpy().astype(np.int64), indices=getattr(trainer.data, split).indices)
+        manifest["splits"][split] = {"file": f"{split}.npz", "samples": len(labels),
+                                     "logits_shape": list(logits.shape), "source": SOURCES[split]}
+        done += sizes[split]
+        elapsed = time.perf_counter() - start
+        left = elapsed / done * (sum(sizes.values()) - done)
+        log(f"{split:>10}: logits {tuple(logits.shape)}  [{format_duration(elapsed)} elapsed, {format_duration(left)} left]")
+    write_json(folder / "manifest.json", manifest)
+    return folder / "manifest.json"
