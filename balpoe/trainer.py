@@ -18,6 +18,7 @@ callbacks that decide where results go.
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -28,7 +29,7 @@ from .config import Config
 from .data import BatchLoader, DataBundle, Normalise, build_data, eval_batches
 from .evaluation import shift_metrics
 from .losses import ExpertLoss
-from .metrics import classification_metrics, expert_metrics, fit_temperature, scores
+from .metrics import classification_metrics, expert_metrics, fit_temperature, reliability_bins, scores
 from .model import build_model
 
 MONITOR = "val_balanced_acc"
@@ -171,6 +172,10 @@ class Trainer:
             final[f"{split}_ece_after_ts"] = scores(logits.float().mean(dim=1) / temperature, labels,
                                                     self.data.class_counts)["ece"]
         final.update(shift_metrics(logits, labels, self.data.class_counts))  # the test_full logits
+        # reliability-diagram data as one JSON value: [count, mean confidence, accuracy] per bin (null: empty)
+        final["test_full_reliability"] = json.dumps([[b["count"], b["confidence"] if b["count"] else None,
+                                                      b["accuracy"] if b["count"] else None]
+                                                     for b in reliability_bins(logits, labels)])
         return final
 
     @property

@@ -210,6 +210,27 @@ def test_agnostic(exp, top: int = 3) -> plt.Figure:
     return fig
 
 
+def reliability(exp, top: int = 3) -> plt.Figure:
+    """Reliability diagram of the full test set (accuracy against confidence per bin, 15 bins) for the
+    best finished trials; the diagonal is perfect calibration."""
+    import json
+    if "test_full_reliability" not in exp.trials:
+        raise NotApplicable("no trial reported reliability-diagram data (test_full_reliability)")
+    finished = exp.trials[(exp.trials["status"] == "finished")].dropna(subset=["test_full_reliability"])
+    if finished.empty:
+        raise NotApplicable("no finished trial has reliability-diagram data")
+    best = finished.sort_values(exp.metric, ascending=exp.mode == "min").head(top) \
+        if exp.metric in finished else finished.head(top)
+    fig, (axis,) = _new()
+    axis.plot([0, 100], [0, 100], color="grey", ls="--", lw=1, label="perfect calibration")
+    for _, row in best.iterrows():
+        bins = [b for b in json.loads(row["test_full_reliability"]) if b[0]]
+        ece = f", ECE {100 * row['test_full_ece']:.1f} %" if "test_full_ece" in row else ""
+        axis.plot([100 * b[1] for b in bins], [100 * b[2] for b in bins], "o-", label=f"{row['trial_id']}{ece}")
+    _finish(axis, "mean confidence in bin (%)", "accuracy in bin (%)", "reliability (full test set, 15 bins)")
+    return fig
+
+
 FIGURES = {
     "learning_curves.png": lambda exp, baseline: learning_curves(exp),
     "alpha_effect.png": lambda exp, baseline: parameter_effect(exp, "mixup_alpha"),
@@ -218,6 +239,7 @@ FIGURES = {
     "accuracy_vs_ece.png": accuracy_vs_ece,
     "shot_groups.png": shot_groups,
     "test_agnostic.png": lambda exp, baseline: test_agnostic(exp),
+    "reliability.png": lambda exp, baseline: reliability(exp),
 }
 
 

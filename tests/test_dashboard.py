@@ -147,7 +147,7 @@ def test_results_page_serves_tables_figures_and_nothing_else(storage, tmp_path):
         trials_table = dom.split("Trials (best first)</h2>", 1)[1].split("</tbody>", 1)[0]
         assert trials_table.count("<tr>") == 1 + len(exp.trials)  # the header and one row per trial
         sources = re.findall(r'<img[^>]* src="([^"]+)"', dom)
-        assert len(sources) == 7  # every figure applies to a search
+        assert len(sources) == 8  # every figure applies to a search
         for source in sources:
             status, body, kind = get(f"{base}/experiments/" + source.replace("&amp;", "&"))
             assert status == 200 and kind == "image/png" and body[:8] == b"\x89PNG\r\n\x1a\n"

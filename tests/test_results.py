@@ -169,7 +169,7 @@ def test_report_writes_tables_figures_and_an_escaped_page(smoke_search, smoke_ba
     page = (report / "index.html").read_text()
     figures = sorted(p.name for p in (report / "figures").glob("*.png"))
     assert figures == ["accuracy_vs_ece.png", "alpha_effect.png", "alpha_spread_map.png", "learning_curves.png",
-                       "shot_groups.png", "tau_spread_effect.png", "test_agnostic.png"]
+                       "reliability.png", "shot_groups.png", "tau_spread_effect.png", "test_agnostic.png"]
     for name in figures:
         assert f'src="figures/{name}"' in page
         assert (report / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

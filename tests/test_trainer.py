@@ -48,6 +48,10 @@ def test_smoke_run_metrics(cifar10_dir, tmp_path):
     assert final["shift_uniform_acc_prior"] == pytest.approx(final["shift_uniform_acc"])  # uniform prior: a constant
     accs = [final[f"shift_{d}{r}_acc"] for d in ("forward", "backward") for r in (50, 25, 10, 5, 2)]
     assert final["shift_worst_acc"] == pytest.approx(min(accs + [final["shift_uniform_acc"]]))
+    bins = json.loads(final["test_full_reliability"])
+    assert len(bins) == 15 and sum(count for count, _, _ in bins) == len(trainer.data.test_full)
+    assert sum(n * abs(acc - conf) for n, conf, acc in bins if n) / len(trainer.data.test_full) == \
+        pytest.approx(final["test_full_ece"])
 
 
 def test_shift_metrics_every_n_epochs_when_asked(cifar10_dir, tmp_path):
