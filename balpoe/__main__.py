@@ -111,18 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def trainer_from_checkpoint(path: str, data_dir: str | None = None, device: str | None = None):
-    """A Trainer rebuilt from a checkpoint's own config, with its state loaded."""
-    from .checkpoint import load_checkpoint
-    from .trainer import Trainer
-    state = load_checkpoint(path)
-    overrides = {k: v for k, v in {"data_dir": data_dir, "device": device}.items() if v is not None}
-    config = config_module.from_dict(state["config"]).replace(**overrides)
-    trainer = Trainer(config)
-    trainer.load_state_dict(state)
-    return trainer
-
-
 def command_train(args: argparse.Namespace) -> int:
     from .checkpoint import RunFolder, load_checkpoint
     from .progress import EpochPrinter
@@ -162,6 +150,7 @@ def command_train(args: argparse.Namespace) -> int:
 
 def command_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import test_agnostic
+    from .checkpoint import trainer_from_checkpoint
     from .metrics import fit_temperature, reliability_bins
     trainer = trainer_from_checkpoint(args.checkpoint, args.data_dir, args.device)
     results: dict = {"checkpoint": str(args.checkpoint), "epoch": trainer.epoch}
@@ -190,12 +179,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
+    from .checkpoint import trainer_from_checkpoint
     from .export import export_logits
     trainer = trainer_from_checkpoint(args.checkpoint, args.data_dir, args.device)
     output = Path(args.output) if args.output else Path(args.checkpoint).with_name(
         Path(args.checkpoint).stem + "-logits")
-    manifest = export_logits(trainer, args.checkpoint, output, args.splits)
-    print(f"logits written to {output}/ ({', '.join(f'{s}.npz' for s in args.splits)}, {manifest.name})")
+    export_logits(trainer, args.checkpoint, output, args.splits)
     return 0
 
 

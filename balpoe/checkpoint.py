@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import config as config_module
-from .trainer import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from .trainer import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Trainer
 
 
 class CheckpointError(ValueError):
@@ -115,3 +115,13 @@ def latest_checkpoint(save_dir: str | Path) -> Path | None:
     found = sorted(Path(save_dir).glob("checkpoint-epoch*.pth"),
                    key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")))
     return found[-1] if found else None
+
+
+def trainer_from_checkpoint(path: str, data_dir: str | None = None, device: str | None = None):
+    """A Trainer rebuilt from a checkpoint's own config, with its state loaded."""
+    state = load_checkpoint(path)
+    overrides = {k: v for k, v in {"data_dir": data_dir, "device": device}.items() if v is not None}
+    config = config_module.from_dict(state["config"]).replace(**overrides)
+    trainer = Trainer(config)
+    trainer.load_state_dict(state)
+    return trainer

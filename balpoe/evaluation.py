@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .data import SHIFT_FACTORS, shifted_test_indices
+from .losses import log_prior
 from .metrics import classification_metrics
 
 
@@ -28,10 +29,9 @@ def test_agnostic(logits: torch.Tensor, labels: torch.Tensor, class_counts) -> l
     num_classes = logits.shape[-1]
     for name, idx in test_distributions(labels.numpy()):
         sub_logits, sub_labels = logits[idx], labels[idx]
-        prior = torch.bincount(sub_labels, minlength=num_classes).float()
-        log_prior = torch.log(prior / prior.sum() + 1e-9)
+        test_prior = log_prior(torch.bincount(sub_labels, minlength=num_classes))
         plain = classification_metrics(sub_logits, sub_labels, class_counts)
-        corrected = classification_metrics(sub_logits, sub_labels, class_counts, log_prior)
+        corrected = classification_metrics(sub_logits, sub_labels, class_counts, test_prior)
         rows.append({"distribution": name, "images": len(idx), "acc": plain["acc"], "ece": plain["ece"],
                      "acc_prior": corrected["acc"], "ece_prior": corrected["ece"]})
     return rows

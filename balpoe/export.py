@@ -69,4 +69,5 @@ def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, l
         left = elapsed / done * (sum(sizes.values()) - done)
         log(f"{split:>10}: logits {tuple(logits.shape)}  [{format_duration(elapsed)} elapsed, {format_duration(left)} left]")
     write_json(folder / "manifest.json", manifest)
+    log(f"logits written to {folder}/ ({', '.join(f'{s}.npz' for s in splits)}, manifest.json)")
     return folder / "manifest.json"

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .losses import log_prior
+
 CALIBRATION_BINS = 15
 MANY_SHOT, FEW_SHOT = 100, 20  # training count > 100: many; < 20: few; else medium
 
@@ -17,20 +19,27 @@ def shot_groups(class_counts) -> dict[str, np.ndarray]:
             "few": counts < FEW_SHOT}
 
 
-def calibration_errors(confidence: torch.Tensor, correct: torch.Tensor, bins: int = CALIBRATION_BINS):
-    """ECE and MCE over `bins` equal-width bins of top-1 confidence (bins are (lo, hi])."""
+def confidence_bins(confidence: torch.Tensor, correct: torch.Tensor, bins: int = CALIBRATION_BINS) -> list[dict]:
+    """Per equal-width bin (lo, hi] of top-1 confidence: its edges, count, mean confidence and accuracy
+    (NaN means for an empty bin). ECE, MCE and the reliability diagram all read these bins."""
     edges = torch.linspace(0, 1, bins + 1, device=confidence.device)
     which = torch.bucketize(confidence, edges[1:-1], right=False)  # (lo, hi] → bin index
-    ece, mce, n = 0.0, 0.0, len(confidence)
+    rows = []
     for b in range(bins):
         in_bin = which == b
         count = int(in_bin.sum())
-        if count == 0:
-            continue
-        gap = abs(float(correct[in_bin].float().mean()) - float(confidence[in_bin].mean()))
-        ece += gap * count / n
-        mce = max(mce, gap)
-    return ece, mce
+        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count,
+                     "confidence": float(confidence[in_bin].mean()) if count else math.nan,
+                     "accuracy": float(correct[in_bin].float().mean()) if count else math.nan})
+    return rows
+
+
+def calibration_errors(confidence: torch.Tensor, correct: torch.Tensor, bins: int = CALIBRATION_BINS):
+    """ECE and MCE over `bins` equal-width bins of top-1 confidence (bins are (lo, hi])."""
+    gaps = [(b["count"], abs(b["accuracy"] - b["confidence"])) for b in confidence_bins(confidence, correct, bins)
+            if b["count"]]
+    n = len(confidence)
+    return sum(count * gap / n for count, gap in gaps), max((gap for _, gap in gaps), default=0.0)
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor, class_counts) -> dict[str, float]:
@@ -71,12 +80,12 @@ def expert_metrics(logits: torch.Tensor, labels: torch.Tensor, class_counts, tau
     corrected to the uniform prior, logits_e + (τ_e − 1)·log π (`expert{e}_uniform_*`); the ensemble's
     balanced-accuracy gain over the best corrected expert; the experts' disagreement (share of samples
     on which two experts' top-1 differ, mean over pairs and per pair)."""
-    log_prior = torch.log(torch.as_tensor(class_counts, dtype=torch.float32) / float(sum(class_counts)) + 1e-9)
+    prior = log_prior(class_counts)
     kept = ("balanced_acc", "many_acc", "medium_acc", "few_acc", "ece")
     out, best = {}, -math.inf
     for e, tau in enumerate(tau_list):
         raw = scores(logits[:, e], labels, class_counts)
-        uniform = scores(logits[:, e].float() + (float(tau) - 1.0) * log_prior, labels, class_counts)
+        uniform = scores(logits[:, e].float() + (float(tau) - 1.0) * prior, labels, class_counts)
         out.update({f"expert{e}_{k}": raw[k] for k in kept})
         out.update({f"expert{e}_uniform_{k}": uniform[k] for k in kept})
         best = max(best, uniform["balanced_acc"])
@@ -92,21 +101,10 @@ def expert_metrics(logits: torch.Tensor, labels: torch.Tensor, class_counts, tau
 
 
 def reliability_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = CALIBRATION_BINS) -> list[dict]:
-    """Reliability-diagram data of the ensemble: per equal-width confidence bin (lo, hi], the mean
-    confidence, the accuracy and the count (empty bins included, with NaN means)."""
-    probs = F.softmax(logits.float().mean(dim=1), dim=1)
-    confidence, predicted = probs.max(dim=1)
-    correct = (predicted == labels).float()
-    edges = torch.linspace(0, 1, bins + 1)
-    which = torch.bucketize(confidence, edges[1:-1], right=False)
-    rows = []
-    for b in range(bins):
-        in_bin = which == b
-        count = int(in_bin.sum())
-        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count,
-                     "confidence": float(confidence[in_bin].mean()) if count else math.nan,
-                     "accuracy": float(correct[in_bin].mean()) if count else math.nan})
-    return rows
+    """Reliability-diagram data of the ensemble (per-expert logits (N, experts, classes)): the
+    confidence bins of its top-1 predictions."""
+    confidence, predicted = F.softmax(logits.float().mean(dim=1), dim=1).max(dim=1)
+    return confidence_bins(confidence, predicted == labels, bins)
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:

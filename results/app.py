@@ -23,6 +23,8 @@ from urllib.parse import quote, urlencode
 
 import pandas as pd
 
+from balpoe.progress import format_duration
+
 from . import figures as figure_module
 from .console import default_columns
 from .experiment import Experiment, load_experiment
@@ -209,11 +211,7 @@ def _linked_first_column(table: str, links: list[str]) -> str:
 
 
 def _duration(seconds: float) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "–"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+    return "–" if seconds is None or math.isnan(seconds) else format_duration(seconds)
 
 
 def _json(table: pd.DataFrame):

@@ -45,7 +45,7 @@ def trials_text(exp: Experiment, columns: list[str] | None = None, top: int | No
     return text
 
 
-def progress_text(exp: Experiment) -> str:
-    p = exp.progress()
+def progress_text(p: dict) -> str:
+    """`Experiment.progress()` in words."""
     return (f"{p['finished']} finished, {p['asha_stopped']} stopped early by ASHA, {p['unfinished']} unfinished, "
             f"{p['not_started']} not started, {p['errored']} errored")

@@ -183,6 +183,15 @@ def _config_label(row: pd.Series, name: str) -> str:
     return ", ".join(parts) + f" (n={int(row['n'])})"
 
 
+def _best_finished(exp, columns: list[str], top: int, what: str) -> pd.DataFrame:
+    """The `top` finished trials that reported `columns`, best first by the (first) objective."""
+    trials = exp.sorted_trials()
+    finished = trials[trials["status"] == "finished"].dropna(subset=columns)
+    if finished.empty:
+        raise NotApplicable(f"no finished trial has {what}")
+    return finished.head(top)
+
+
 def test_agnostic(exp, top: int = 3) -> plt.Figure:
     """Accuracy per shifted test distribution (forward-50 … uniform … backward-50), without and with
     the post-hoc prior correction, for the best finished trials."""
@@ -190,11 +199,7 @@ def test_agnostic(exp, top: int = 3) -> plt.Figure:
     present = [k for k in keys if k in exp.trials]
     if not present:
         raise NotApplicable("no trial reported shifted-test accuracies (shift_*_acc)")
-    finished = exp.trials[exp.trials["status"] == "finished"].dropna(subset=present)
-    if finished.empty:
-        raise NotApplicable("no finished trial has shifted-test accuracies")
-    best = finished.sort_values(exp.metric, ascending=exp.mode == "min").head(top) \
-        if exp.metric in finished else finished.head(top)
+    best = _best_finished(exp, present, top, "shifted-test accuracies")
     names = [k.removeprefix("shift_").removesuffix("_acc") for k in present]
     fig, (axis,) = _new(width=8)
     x = np.arange(len(present))
@@ -216,11 +221,7 @@ def reliability(exp, top: int = 3) -> plt.Figure:
     import json
     if "test_full_reliability" not in exp.trials:
         raise NotApplicable("no trial reported reliability-diagram data (test_full_reliability)")
-    finished = exp.trials[(exp.trials["status"] == "finished")].dropna(subset=["test_full_reliability"])
-    if finished.empty:
-        raise NotApplicable("no finished trial has reliability-diagram data")
-    best = finished.sort_values(exp.metric, ascending=exp.mode == "min").head(top) \
-        if exp.metric in finished else finished.head(top)
+    best = _best_finished(exp, ["test_full_reliability"], top, "reliability-diagram data")
     fig, (axis,) = _new()
     axis.plot([0, 100], [0, 100], color="grey", ls="--", lw=1, label="perfect calibration")
     for _, row in best.iterrows():

@@ -74,12 +74,16 @@ def aggregate_seeds(trials: pd.DataFrame, metrics: list[str], statuses=("finishe
     return pd.DataFrame(rows)
 
 
+class NotComparable(ValueError):
+    """The baseline ran other data or another budget; the message names the field."""
+
+
 def check_comparable(trials: pd.DataFrame, baseline: pd.DataFrame) -> None:
     """A comparison is only meaningful on the same data and budget."""
     for column in ("dataset", "imb_factor", "epochs"):
         ours, theirs = _values(trials, column), _values(baseline, column)
         if ours and theirs and ours != theirs:
-            raise ValueError(f"--baseline: it differs in {column} ({', '.join(map(str, sorted(theirs)))} vs "
+            raise NotComparable(f"--baseline: it differs in {column} ({', '.join(map(str, sorted(theirs)))} vs "
                              f"{', '.join(map(str, sorted(ours)))}); compare experiments of the same data and epochs")
 
 

@@ -308,27 +308,29 @@ def open_experiment(name: str, storage_path: str, option: str = "experiment"):
         raise StudyError(f"{option} {name!r}: {err}; check the name and --storage-path") from None
 
 
-def study_complete(settings: StudySettings) -> bool:
-    """Nothing left to run, judged from the files (Tune shows interrupted trials as terminated)."""
+def completed_experiment(settings: StudySettings):
+    """The experiment if it has nothing left to run, judged from the files (Tune shows interrupted
+    trials as terminated); else None."""
     from results import load_experiment
     if not any(Path(settings.experiment_dir).glob("experiment_state-*.json")):
-        return False
-    return load_experiment(settings.experiment_dir).progress()["complete"]
+        return None
+    exp = load_experiment(settings.experiment_dir)
+    return exp if exp.progress()["complete"] else None
 
 
-def summarise(settings: StudySettings) -> int:
+def summarise(settings: StudySettings, exp=None) -> int:
     """The end table, read back from the experiment folder like any later `show`."""
     from results import load_experiment
     from results.console import progress_text, trials_text
-    exp = load_experiment(settings.experiment_dir)
+    exp = exp or load_experiment(settings.experiment_dir)
+    progress = exp.progress()
     if len(exp.trials):
         print()
         print(trials_text(exp))
-    print(f"\n{progress_text(exp)}")
+    print(f"\n{progress_text(progress)}")
     print(f"results: {settings.experiment_dir}  (study.json, trial folders"
           f"{', optuna.db' if settings.kind == 'search' else ''}); "
           f"`python -m study.run report {settings.name} --storage-path {settings.storage_path}` writes tables and figures")
-    progress = exp.progress()
     if not progress["complete"]:
         print(f"the study is not complete; continue it with:\n  python -m study.run resume {settings.name} "
               f"--storage-path {settings.storage_path}")
@@ -348,13 +350,14 @@ def show(args: argparse.Namespace) -> int:
         print(trials_text(exp, columns=args.columns, top=args.top))
     except KeyError as err:
         raise StudyError(err.args[0]) from None
-    print(f"\n{exp.kind} '{exp.name}': {progress_text(exp)}")
+    print(f"\n{exp.kind} '{exp.name}': {progress_text(exp.progress())}")
     print(f"experiment: {exp.path}")
     return 0
 
 
 def export(args: argparse.Namespace) -> int:
-    from balpoe.__main__ import trainer_from_checkpoint
+    from balpoe.checkpoint import CheckpointError, trainer_from_checkpoint
+    from balpoe.data import DataNotFoundError
     from balpoe.export import export_logits
     exp = open_experiment(args.name, args.storage_path)
     if args.trial == "best":
@@ -374,28 +377,23 @@ def export(args: argparse.Namespace) -> int:
         raise StudyError(f"--trial: trial {trial['trial_id']} has no checkpoint yet")
     output = Path(args.output) if args.output else exp.path / "exports" / f"trial_{trial['trial_id']}"
     print(f"trial {trial['trial_id']} ({trial['status']}, epoch {trial['epochs_run']}): {checkpoints[-1]}")
-    from balpoe.checkpoint import CheckpointError
-    from balpoe.data import DataNotFoundError
     try:
         trainer = trainer_from_checkpoint(str(checkpoints[-1]), args.data_dir, args.device)
     except (CheckpointError, DataNotFoundError) as err:
         raise StudyError(f"--trial: {err}") from None
-    manifest = export_logits(trainer, checkpoints[-1], output, args.splits)
-    print(f"logits written to {output}/ ({', '.join(f'{s}.npz' for s in args.splits)}, {manifest.name})")
+    export_logits(trainer, checkpoints[-1], output, args.splits)
     return 0
 
 
 def report(args: argparse.Namespace) -> int:
     from results.report import write_report
+    from results.stats import NotComparable
     exp = open_experiment(args.name, args.storage_path)
     baseline = open_experiment(args.baseline, args.storage_path, "--baseline") if args.baseline else None
-    if baseline is not None:
-        from results.stats import check_comparable
-        try:
-            check_comparable(exp.trials, baseline.trials)
-        except ValueError as err:
-            raise StudyError(str(err)) from None
-    index = write_report(exp, args.output, baseline)
+    try:
+        index = write_report(exp, args.output, baseline)  # the comparison is checked before any file is written
+    except NotComparable as err:
+        raise StudyError(str(err)) from None
     print(f"report: {index}")
     return 0
 
@@ -447,9 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "resume":
             settings = resume_settings(args)
             with StudyLock(settings.experiment_dir, settings.name):
-                if study_complete(settings):
+                complete = completed_experiment(settings)
+                if complete is not None:
                     print(f"{settings.kind} '{settings.name}' is already complete; nothing to resume")
-                    return summarise(settings)
+                    return summarise(settings, complete)
                 return run_study(settings, args, resume=True)
         settings = settings_from_args(args)
         with StudyLock(settings.experiment_dir, settings.name):  # held until the study ends

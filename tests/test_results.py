@@ -205,6 +205,7 @@ def test_report_rejects_a_baseline_on_other_data(smoke_search, tmp_path, capsys)
     (other / "trial_0" / "params.json").write_text(json.dumps(params))
     code, _ = run_cli(["report", str(smoke_search.experiment), "--baseline", str(other)])
     assert code == 2 and "--baseline: it differs in dataset" in capsys.readouterr().err
+    assert not (smoke_search.experiment / "report").exists()  # refused before any file was written
 
 
 # --- statistics on known cases -------------------------------------------------------------------------
