@@ -14,27 +14,35 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 
 from . import config as config_module
+from .files import atomic_write
 from .trainer import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Trainer
+
+REQUIRED_KEYS = ("epoch", "state_dict", "optimizer", "monitor_best", "best_epoch", "config", "num_classes",
+                 "class_counts", "rng")
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, damaged or not one of ours; the message says which."""
 
 
-def atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (full disk, I/O error); earlier ones are intact."""
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+    """Write atomically; a full disk or an I/O error becomes a CheckpointError naming the file (torch
+    reports it as an internal RuntimeError), and the partial file is gone."""
+    path = Path(path)
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except (OSError, RuntimeError) as err:
+        raise CheckpointWriteError(f"{path}: could not be written ({err}); free disk space or fix the folder, "
+                              f"then resume") from None
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -51,7 +59,30 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
                               f"(no 'format': '{CHECKPOINT_FORMAT}' entry)")
     if state.get("version", 0) > CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: written by a newer version (format {state['version']})")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, it lacks {', '.join(missing)}")
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"{path}: its config is not a mapping")
+    try:
+        config_module.from_dict(state["config"])
+    except config_module.ConfigError as err:
+        raise CheckpointError(f"{path}: its saved config is invalid ({err})") from None
     return state
+
+
+def restore(trainer: Trainer, state: dict, path: str | Path) -> None:
+    """Load `state` into `trainer`, after checking it was trained on the same classes and subset:
+    a checkpoint of other data would load without complaint and then mean nothing."""
+    if state["num_classes"] != trainer.data.num_classes or list(state["class_counts"]) != list(trainer.data.class_counts):
+        raise CheckpointError(
+            f"{path}: trained on {state['num_classes']} classes, {sum(state['class_counts'])} long-tailed training "
+            f"images, but the data here gives {trainer.data.num_classes} classes, {sum(trainer.data.class_counts)} "
+            f"images; point --data-dir at the data set it was trained on")
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: does not fit this model ({str(err).splitlines()[0]})") from None
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -112,9 +143,10 @@ class RunFolder:
 
 
 def latest_checkpoint(save_dir: str | Path) -> Path | None:
-    found = sorted(Path(save_dir).glob("checkpoint-epoch*.pth"),
-                   key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")))
-    return found[-1] if found else None
+    """The newest complete periodic checkpoint (a partial write is named `*.pth.tmp`, so never this)."""
+    found = [p for p in Path(save_dir).glob("checkpoint-epoch*.pth")
+             if p.stem.removeprefix("checkpoint-epoch").isdigit()]
+    return max(found, key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")), default=None)
 
 
 def trainer_from_checkpoint(path: str, data_dir: str | None = None, device: str | None = None):
@@ -123,5 +155,5 @@ def trainer_from_checkpoint(path: str, data_dir: str | None = None, device: str 
     overrides = {k: v for k, v in {"data_dir": data_dir, "device": device}.items() if v is not None}
     config = config_module.from_dict(state["config"]).replace(**overrides)
     trainer = Trainer(config)
-    trainer.load_state_dict(state)
+    restore(trainer, state, path)
     return trainer

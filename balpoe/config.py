@@ -10,91 +10,119 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DATASETS = ("cifar100-lt", "cifar10-lt", "fashion-mnist-lt", "synthetic-lt")
+from .datasets import DATASET_NAMES, REGISTRY
+
 TAU_RULES = ("limits", "uniform")
+UINT32_MAX = 2**32 - 1  # NumPy's legacy seeding takes seeds in [0, 2**32)
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 
 class ConfigError(ValueError):
     """A config value is impossible; the message names the field."""
 
 
+def option(default: Any, *flags: str, help: str, official: str | None = None, bounds: str | None = None) -> Any:
+    """A recipe field and everything about it in one place: its command-line flags (official spelling
+    first), help, the range it must lie in, and its key in the official BalPoE JSON configs. The CLI
+    (`balpoe.cli`), `Config.validate` and the official-JSON mapping are all generated from this.
+
+    `bounds` is `>= 0`, `> 0`, or an interval like `(0, 1]`; the same text appears in error messages."""
+    meta = {"flags": flags, "help": help, "official": official, "bounds": bounds}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class Config:
     # data
-    dataset: str = "cifar100-lt"
-    data_dir: str = "./data"
-    imb_factor: float = 0.01
-    val_fraction: float = 0.2
-    download: bool = True
+    dataset: str = option("cifar100-lt", "--dataset", help=f"data set: {', '.join(DATASET_NAMES)}")
+    data_dir: str = option("./data", "--data_dir", "--data-dir", official="data_loader.args.data_dir",
+                           help="folder holding the data (CIFAR: cifar-*-python/); an explicit copy wins over "
+                                "the system's Fashion-MNIST")
+    imb_factor: float = option(0.01, "--imb-factor", "--imb_factor", official="data_loader.args.imb_factor",
+                               bounds="(0, 1]", help="imbalance factor f (0.01 = imbalance ratio 100)")
+    val_fraction: float = option(0.2, "--val-fraction", "--val_fraction", bounds="(0, 1)",
+                                 help="share of each test class held out for validation")
+    download: bool = option(True, "--download", help="download the data set when absent")
     # model
-    num_experts: int = 3
-    use_norm: bool = True
-    norm_scale: float = 30.0
-    reduce_dimension: bool = False
+    num_experts: int = option(3, "--num_experts", "--num-experts", official="arch.args.num_experts", bounds=">= 1",
+                              help="number of experts")
+    use_norm: bool = option(True, "--use_norm", "--use-norm", official="arch.args.use_norm",
+                            help="cosine classifier (1) or linear (0)")
+    norm_scale: float = option(30.0, "--norm_scale", "--norm-scale", official="arch.args.s", bounds="> 0",
+                               help="cosine classifier scale s")
+    reduce_dimension: bool = option(False, "--reduce_dimension", "--reduce-dimension",
+                                    official="arch.args.reduce_dimension", help="narrower expert stages")
     # loss: one logit-adjustment τ per expert; mean τ = 1 makes the ensemble balanced
-    tau_list: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0])
-    mixup_alpha: float = 0.4
+    tau_list: list[float] = option([0.0, 1.0, 2.0], "--tau_list", "--tau-list", official="loss.args.tau_list",
+                                   help="τ per expert: '0;1;2', 'limits' or 'uniform' (with --tau_min/--tau_max)")
+    mixup_alpha: float = option(0.4, "--mixup_alpha", "--mixup-alpha", official="combiner.mixup.alpha",
+                                bounds=">= 0", help="mixup α (0 disables mixup)")
     # optimisation
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    epochs: int = 200
-    warmup_epochs: int = 5
-    step1: int = 160
-    step2: int = 180
-    gamma: float = 0.1
+    lr: float = option(0.1, "--lr", "--learning_rate", "--learning-rate", official="optimizer.args.lr",
+                       bounds="> 0", help="base learning rate")
+    momentum: float = option(0.9, "--momentum", official="optimizer.args.momentum", bounds="[0, 1)",
+                             help="SGD momentum")
+    nesterov: bool = option(True, "--nesterov", official="optimizer.args.nesterov", help="Nesterov momentum")
+    weight_decay: float = option(5e-4, "--wd", "--weight_decay", "--weight-decay",
+                                 official="optimizer.args.weight_decay", bounds=">= 0", help="weight decay")
+    batch_size: int = option(128, "--bs", "--batch_size", "--batch-size", official="data_loader.args.batch_size",
+                             bounds=">= 1", help="batch size")
+    epochs: int = option(200, "--epochs", official="trainer.epochs", bounds=">= 1",
+                         help="epochs; changing it alone rescales warm-up and LR steps")
+    warmup_epochs: int = option(5, "--warmup", "--warmup-epochs", "--warmup_epochs",
+                                official="lr_scheduler.args.warmup_epoch", bounds=">= 0", help="linear warm-up epochs")
+    step1: int = option(160, "--step1", official="lr_scheduler.args.step1", bounds=">= 0",
+                        help="epoch of the first LR step")
+    step2: int = option(180, "--step2", official="lr_scheduler.args.step2", bounds=">= 0",
+                        help="epoch of the second LR step")
+    gamma: float = option(0.1, "--gamma", official="lr_scheduler.args.gamma", bounds="(0, 1]", help="LR step factor")
     # run
-    seed: int = 1
-    save_dir: str = "runs/balpoe/cifar100_ir100"
-    save_period: int = 50
-    eval_shift_every: int = 0  # also score the shifted test sets every N epochs (0: only at the end)
-    device: str = "auto"
-    channels_last: bool = True
-    compile: bool = False
+    seed: int = option(1, "-s", "--seed", bounds=f"[0, {UINT32_MAX}]",
+                       help="run seed (model init, order, augmentation, mixup)")
+    save_dir: str = option("runs/balpoe/cifar100_ir100", "--save_dir", "--save-dir", official="trainer.save_dir",
+                           help="run folder")
+    save_period: int = option(50, "--save_period", "--save-period", official="trainer.save_period", bounds=">= 1",
+                              help="write checkpoint-epoch{N}.pth every N epochs")
+    eval_shift_every: int = option(0, "--eval-shift-every", "--eval_shift_every", bounds=">= 0",
+                                   help="also score the shifted test sets (shift_*) every N epochs; 0: only at the end")
+    device: str = option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps")
+    channels_last: bool = option(True, "--channels-last", help="channels_last memory format")
+    compile: bool = option(False, "--compile", help="torch.compile the model")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
+        """Check every value (type, finiteness, range, then how fields fit together); never rewrites one."""
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            kind = FIELD_KINDS[str(spec.type)]
+            if not kind[0](value):
+                raise ConfigError(f"{spec.name}: must be {kind[1]} (got {value!r})")
+            bounds = spec.metadata.get("bounds")
+            if bounds and not within(value, bounds):
+                raise ConfigError(f"{spec.name}: must be {describe(bounds)} (got {value!r})")
+
         def need(ok: bool, name: str, why: str) -> None:
             if not ok:
                 raise ConfigError(f"{name}: {why} (got {getattr(self, name)!r})")
 
-        need(self.dataset in DATASETS, "dataset", f"unknown data set; choose one of {', '.join(DATASETS)}")
-        need(0 < self.imb_factor <= 1, "imb_factor", "must be in (0, 1]; 0.01 means imbalance ratio 100")
-        need(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1): validation picks the best model")
-        need(isinstance(self.num_experts, int) and self.num_experts >= 1, "num_experts", "must be an integer >= 1")
-        need(self.norm_scale > 0, "norm_scale", "must be > 0")
-        need(isinstance(self.tau_list, list) and all(_is_number(t) for t in self.tau_list),
-             "tau_list", "must be a list of numbers")
+        need(self.dataset in DATASET_NAMES, "dataset", f"unknown data set; choose one of {', '.join(DATASET_NAMES)}")
+        need(DEVICE_PATTERN.fullmatch(self.device) is not None, "device", "must be auto, cpu, cuda, cuda:N or mps")
         need(len(self.tau_list) == self.num_experts, "tau_list",
              f"needs one τ per expert: {len(self.tau_list)} values for num_experts={self.num_experts}")
-        need(_is_number(self.mixup_alpha) and self.mixup_alpha >= 0, "mixup_alpha",
-             "must be >= 0 (0 disables mixup)")
-        need(self.lr > 0, "lr", "must be > 0")
-        need(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "must be an integer >= 1")
-        need(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "must be an integer >= 1")
-        need(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", f"must be in [0, epochs={self.epochs}]")
-        need(0 <= self.step1 <= self.step2, "step1", f"must be in [0, step2={self.step2}]")
+        need(self.warmup_epochs <= self.epochs, "warmup_epochs", f"must be in [0, epochs={self.epochs}]")
+        need(self.step1 <= self.step2, "step1", f"must be in [0, step2={self.step2}]")
         need(self.step2 <= self.epochs or self.step2 == self.step1 == self.epochs, "step2",
              f"must be <= epochs={self.epochs}")
         need(self.step1 <= self.epochs, "step1", f"must be <= epochs={self.epochs}")
-        need(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
-        need(isinstance(self.save_period, int) and self.save_period >= 1, "save_period", "must be an integer >= 1")
-        need(isinstance(self.eval_shift_every, int) and self.eval_shift_every >= 0, "eval_shift_every",
-             "must be an integer >= 0 (0: the shifted test sets only at the end of training)")
-        need(isinstance(self.seed, int), "seed", "must be an integer")
-        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")
-             or self.device == "mps", "device", "must be auto, cpu, cuda, cuda:N or mps")
-        self.tau_list = [float(t) for t in self.tau_list]
 
     # --- conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -109,31 +137,83 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# annotation -> (check, what the error says a value must be); JSON `true` is not an integer here
+FIELD_KINDS = {
+    "int": (_is_int, "an integer"),
+    "float": (_is_number, "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false (1/0 on the command line)"),
+    "str": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "list[float]": (lambda v: isinstance(v, list) and all(_is_number(t) for t in v), "a list of finite numbers"),
+}
+
+
+def within(value: float, bounds: str) -> bool:
+    """`value` against `>= a`, `> a` or an interval `[a, b)`-style."""
+    if bounds.startswith((">=", ">")):
+        limit = float(bounds.lstrip(">= "))
+        return value >= limit if bounds.startswith(">=") else value > limit
+    low, high = (float(x) for x in bounds[1:-1].split(","))
+    above = value >= low if bounds[0] == "[" else value > low
+    below = value <= high if bounds[-1] == "]" else value < high
+    return above and below
+
+
+def describe(bounds: str) -> str:
+    return bounds if bounds.startswith(">") else f"in {bounds}"
+
+
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
+FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.type == "float")
+BOOL_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.type == "bool")
+# inputs of the τ rules ('limits'/'uniform'): options and official keys, but not fields of the config
+TAU_RULE_INPUTS = {
+    "tau_min": {"flags": ("--tau_min", "--tau-min"), "official": "loss.tau_min",
+                "help": "smallest τ for the limits/uniform rules"},
+    "tau_max": {"flags": ("--tau_max", "--tau-max"), "official": "loss.tau_max",
+                "help": "largest τ for the limits/uniform rules"},
+}
 
 
-def resolve_tau_list(spec: Any, num_experts: int, tau_min: float | None = None,
-                     tau_max: float | None = None) -> list[float]:
+def resolve_tau_list(spec: Any, num_experts: int, tau_min: Any = None, tau_max: Any = None) -> list[float]:
     """τ per expert from a list, '0;1;2', or a rule: 'limits' (equidistant in [τ_min, τ_max]) or
     'uniform' (centres of K equal bins). The rules follow the official code."""
     if isinstance(spec, (list, tuple)):
+        for position, tau in enumerate(spec):
+            if not _is_number(tau):
+                raise ConfigError(f"tau_list: item {position} must be a finite number (got {tau!r} in {list(spec)!r})")
         return [float(t) for t in spec]
     if not isinstance(spec, str):
         raise ConfigError(f"tau_list: expected a list, 'limits', 'uniform' or '0;1;2' (got {spec!r})")
     if spec in TAU_RULES:
-        if tau_min is None or tau_max is None:
-            raise ConfigError(f"tau_list: the '{spec}' rule needs tau_min and tau_max")
+        for name, value in (("tau_min", tau_min), ("tau_max", tau_max)):
+            if value is None:
+                raise ConfigError(f"{name}: the '{spec}' rule needs tau_min and tau_max (got none)")
+            if not _is_number(value):
+                raise ConfigError(f"{name}: must be a finite number (got {value!r})")
         if tau_min > tau_max:
             raise ConfigError(f"tau_min: must be <= tau_max (got {tau_min} > {tau_max})")
+        if not _is_int(num_experts) or num_experts < 1:
+            raise ConfigError(f"num_experts: must be an integer >= 1 (got {num_experts!r})")
         if spec == "limits":
             if num_experts == 1:
                 return [(tau_min + tau_max) / 2.0]
             return [tau_min + (tau_max - tau_min) * i / (num_experts - 1) for i in range(num_experts)]
         return [tau_min + (tau_max - tau_min) * (i + 0.5) / num_experts for i in range(num_experts)]
+    pieces = [piece.strip() for piece in spec.replace(",", ";").split(";")]
+    if "" in pieces:
+        raise ConfigError(f"tau_list: an empty value between separators; write numbers separated by ';' "
+                          f"like '0;1;2' (got {spec!r})")
     try:
-        return [float(t) for t in spec.replace(",", ";").split(";") if t.strip()]
+        taus = [float(piece) for piece in pieces]
     except ValueError:
         raise ConfigError(f"tau_list: expected numbers separated by ';', 'limits' or 'uniform' (got {spec!r})") from None
+    if not all(math.isfinite(t) for t in taus):
+        raise ConfigError(f"tau_list: every τ must be a finite number (got {spec!r})")
+    return taus
 
 
 def format_tau_list(taus) -> str:
@@ -142,9 +222,10 @@ def format_tau_list(taus) -> str:
 
 
 def from_dict(values: dict[str, Any]) -> Config:
-    """Our flat format. Unknown keys are an error, so a typo never silently keeps a default."""
+    """Our flat format. Unknown keys are an error, so a typo never silently keeps a default. Integers
+    given for float fields become floats; every other value must already have its field's type."""
     values = dict(values)
-    unknown = sorted(set(values) - set(FIELD_NAMES) - {"tau_min", "tau_max"})
+    unknown = sorted(map(str, set(values) - set(FIELD_NAMES) - set(TAU_RULE_INPUTS)))
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; known keys: {', '.join(FIELD_NAMES)}")
     tau_min, tau_max = values.pop("tau_min", None), values.pop("tau_max", None)
@@ -152,10 +233,10 @@ def from_dict(values: dict[str, Any]) -> Config:
     if "tau_list" in values or tau_min is not None or tau_max is not None:
         spec = values.get("tau_list", "limits")
         values["tau_list"] = resolve_tau_list(spec, num_experts, tau_min, tau_max)
-    try:
-        return Config(**values)
-    except TypeError as err:  # a wrong type that the comparisons in validate() tripped over
-        raise ConfigError(f"invalid config value: {err}") from None
+    for name in FLOAT_FIELDS:
+        if _is_int(values.get(name)):
+            values[name] = float(values[name])
+    return Config(**values)
 
 
 SCHEDULE_FIELDS = ("warmup_epochs", "step1", "step2")
@@ -174,19 +255,16 @@ def merge(base: Config, overrides: dict[str, Any]) -> Config:
                           f"'limits' or 'uniform' rule; add --tau_list limits (equidistant in [tau_min, tau_max]) "
                           f"or --tau_list uniform (bin centres)")
     values = {**base.to_dict(), **overrides}
-    if "epochs" in overrides and not set(SCHEDULE_FIELDS) & set(overrides) and _is_number(overrides["epochs"]):
-        ratio = overrides["epochs"] / base.epochs
+    epochs = overrides.get("epochs")
+    if _is_int(epochs) and epochs >= 1 and not set(SCHEDULE_FIELDS) & set(overrides):
+        ratio = epochs / base.epochs
         for name in SCHEDULE_FIELDS:
             old = getattr(base, name)
-            values[name] = max(1 if old else 0, min(round(old * ratio), int(overrides["epochs"])))
+            values[name] = max(1 if old else 0, min(round(old * ratio), epochs))
     return from_dict(values)
 
 
 # --- the official BalPoE JSON format ----------------------------------------------------------
-_OFFICIAL_DATASETS = {
-    "ImbalanceCIFAR100DataLoader": "cifar100-lt",
-    "ImbalanceCIFAR10DataLoader": "cifar10-lt",
-}
 # official keys that describe the reference implementation's plumbing, not the recipe
 _OFFICIAL_IGNORED = {
     "name", "n_gpu", "add_extra_info", "metrics", "arch.type", "arch.args.num_classes",
@@ -200,19 +278,10 @@ _OFFICIAL_FIXED = {
     "arch.args.share_layer2": False, "arch.args.share_layer3": False,
 }
 _OFFICIAL_TO_FIELD = {
-    "arch.args.num_experts": "num_experts", "arch.args.use_norm": "use_norm", "arch.args.s": "norm_scale",
-    "arch.args.reduce_dimension": "reduce_dimension",
-    "data_loader.args.data_dir": "data_dir", "data_loader.args.batch_size": "batch_size",
-    "data_loader.args.imb_factor": "imb_factor",
-    "optimizer.args.lr": "lr", "optimizer.args.weight_decay": "weight_decay",
-    "optimizer.args.momentum": "momentum", "optimizer.args.nesterov": "nesterov",
-    "loss.args.tau_list": "tau_list", "loss.tau_min": "tau_min", "loss.tau_max": "tau_max",
-    "lr_scheduler.args.step1": "step1", "lr_scheduler.args.step2": "step2",
-    "lr_scheduler.args.gamma": "gamma", "lr_scheduler.args.warmup_epoch": "warmup_epochs",
-    "trainer.epochs": "epochs", "trainer.save_dir": "save_dir", "trainer.save_period": "save_period",
-    "combiner.mixup.alpha": "mixup_alpha",
+    **{f.metadata["official"]: f.name for f in dataclasses.fields(Config) if f.metadata.get("official")},
+    **{spec["official"]: name for name, spec in TAU_RULE_INPUTS.items()},
 }
-FIELD_TO_OFFICIAL = {v: k for k, v in _OFFICIAL_TO_FIELD.items()}
+_OFFICIAL_LOADERS = {info.official_loader: name for name, info in REGISTRY.items() if info.official_loader}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -227,64 +296,63 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def is_official(tree: dict[str, Any]) -> bool:
-    return "arch" in tree and "data_loader" in tree
+    return isinstance(tree.get("arch"), dict) and isinstance(tree.get("data_loader"), dict)
 
 
 def from_official(tree: dict[str, Any]) -> Config:
     """Import an official BalPoE config. A `balpoe` section (which our own run folders write) wins:
     it is the exact resolved config, so our `config.json` round-trips."""
     if "balpoe" in tree:
+        if not isinstance(tree["balpoe"], dict):
+            raise ConfigError(f"balpoe: expected our config as a mapping (got {tree['balpoe']!r})")
         return from_dict(tree["balpoe"])
     values: dict[str, Any] = {}
     for key, value in _flatten(tree).items():
         if key in _OFFICIAL_IGNORED:
             continue
         if key in _OFFICIAL_FIXED:
-            if bool(value) != _OFFICIAL_FIXED[key]:
+            if value is not _OFFICIAL_FIXED[key] and value != int(_OFFICIAL_FIXED[key]):
                 raise ConfigError(f"{key}: {value!r} is not supported; the standard recipe uses {_OFFICIAL_FIXED[key]!r}")
             continue
         if key not in _OFFICIAL_TO_FIELD:
             raise ConfigError(f"unknown key in official config: {key}")
-        values[_OFFICIAL_TO_FIELD[key]] = value
-    loader = tree.get("data_loader", {}).get("type")
-    if loader not in _OFFICIAL_DATASETS:
-        raise ConfigError(f"data_loader.type: {loader!r} is not supported; choose one of {', '.join(_OFFICIAL_DATASETS)}")
-    values["dataset"] = _OFFICIAL_DATASETS[loader]
-    arch = tree.get("arch", {}).get("type")
+        name = _OFFICIAL_TO_FIELD[key]
+        if name in BOOL_FIELDS and _is_int(value) and value in (0, 1):  # the official code reads 0/1 as flags
+            value = bool(value)
+        values[name] = value
+    loader = tree["data_loader"].get("type")
+    if loader not in _OFFICIAL_LOADERS:
+        raise ConfigError(f"data_loader.type: {loader!r} is not supported; choose one of {', '.join(_OFFICIAL_LOADERS)}")
+    values["dataset"] = _OFFICIAL_LOADERS[loader]
+    arch = tree["arch"].get("type")
     if arch != "ResNet32Model":
         raise ConfigError(f"arch.type: {arch!r} is not supported; only ResNet32Model (CIFAR) is")
-    for key in ("use_norm", "reduce_dimension", "nesterov"):
-        if key in values:
-            values[key] = bool(values[key])
     return from_dict(values)
+
+
+def _put(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
 
 
 def to_official(config: Config) -> dict[str, Any]:
     """The official nested layout (what downstream stages read) plus our exact config under `balpoe`."""
-    loader = {v: k for k, v in _OFFICIAL_DATASETS.items()}.get(config.dataset, config.dataset)
-    num_classes = {"cifar100-lt": 100}.get(config.dataset, 10)
+    info = REGISTRY[config.dataset]
     tree: dict[str, Any] = {
-        "name": Path(config.save_dir).name,
-        "n_gpu": 1,
-        "arch": {"type": "ResNet32Model", "args": {
-            "num_classes": num_classes, "reduce_dimension": config.reduce_dimension, "use_norm": config.use_norm,
-            "returns_feat": True, "num_experts": config.num_experts, "s": config.norm_scale}},
-        "data_loader": {"type": loader, "args": {
-            "data_dir": config.data_dir, "batch_size": config.batch_size, "shuffle": True,
-            "imb_factor": config.imb_factor, "randaugm": False}},
-        "optimizer": {"type": "SGD", "args": {
-            "lr": config.lr, "weight_decay": config.weight_decay, "momentum": config.momentum,
-            "nesterov": config.nesterov}},
-        "loss": {"type": "BSExpertLoss", "tau_min": min(config.tau_list), "tau_max": max(config.tau_list),
-                 "args": {"tau_list": list(config.tau_list)}},
-        "lr_scheduler": {"type": "CustomLR", "args": {
-            "step1": config.step1, "step2": config.step2, "gamma": config.gamma,
-            "warmup_epoch": config.warmup_epochs}},
-        "trainer": {"epochs": config.epochs, "save_dir": config.save_dir, "save_period": config.save_period,
-                    "monitor": "max val_balanced_acc"},
-        "combiner": {"type": "Combiner", "mode": "mixup", "mixup": {"alpha": config.mixup_alpha}},
-        "balpoe": config.to_dict(),
+        "name": Path(config.save_dir).name, "n_gpu": 1,
+        "arch": {"type": "ResNet32Model", "args": {"num_classes": info.num_classes, "returns_feat": True}},
+        "data_loader": {"type": info.official_loader or config.dataset, "args": {"shuffle": True, "randaugm": False}},
+        "optimizer": {"type": "SGD"}, "loss": {"type": "BSExpertLoss"}, "lr_scheduler": {"type": "CustomLR"},
+        "trainer": {"monitor": "max val_balanced_acc"}, "combiner": {"type": "Combiner", "mode": "mixup"},
     }
+    for key, name in _OFFICIAL_TO_FIELD.items():
+        if name in TAU_RULE_INPUTS:
+            _put(tree, key, (min if name == "tau_min" else max)(config.tau_list))
+        else:
+            _put(tree, key, getattr(config, name))
+    tree["balpoe"] = config.to_dict()
     return tree
 
 
@@ -292,21 +360,26 @@ def load_file(path: str | Path) -> Config:
     """Read a config file (ours or official), as data only."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = path.read_text()
+        raise ConfigError(f"config: file not found (got {str(path)!r})")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config: {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 JSON or YAML") from None
+    except OSError as err:
+        raise ConfigError(f"config: {path} cannot be read ({err.strerror or err})") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
         try:
             tree = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            raise ConfigError(f"config: {path} is not valid YAML: {err}") from None
     else:
         try:
             tree = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON: {err}") from None
+            raise ConfigError(f"config: {path} is not valid JSON: {err}") from None
     if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"config: {path} must hold a mapping at the top level (got {type(tree).__name__})")
     return from_official(tree) if is_official(tree) else from_dict(tree)
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import write_json
-from .data import class_names
-from .progress import format_duration
+from .datasets import class_names
+from .progress import BatchProgress, format_duration
 
 FORMAT, VERSION = "balpoe-logits", 1
 SOURCES = {"train": "train set (long-tailed subset)", "val": "test set (validation part)",
@@ -39,9 +39,12 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, log=print) -> Path:
+def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, log=print, callbacks=None) -> Path:
     """Write one `.npz` per split and `manifest.json` into `output`; returns the manifest's path.
-    Prints one line per split as it is done, with the time left at the pace so far."""
+    Prints one line per split as it is done, with the time left at the pace so far. `callbacks` get
+    `on_batch_end(trainer, split, done, total)` while a split is predicted (default: a `BatchProgress`
+    on stderr, which shows per-batch progress on a terminal; pass () for none)."""
+    callbacks = [BatchProgress()] if callbacks is None else list(callbacks)
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     config = trainer.config
@@ -59,7 +62,7 @@ def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, l
     }
     start, done = time.perf_counter(), 0
     for split in splits:
-        logits, labels = trainer.predict(split)
+        logits, labels = trainer.predict(split, callbacks=callbacks)
         np.savez(folder / f"{split}.npz", logits=logits.numpy().astype(np.float32),
                  labels=labels.numpy().astype(np.int64), indices=getattr(trainer.data, split).indices)
         manifest["splits"][split] = {"file": f"{split}.npz", "samples": len(labels),

@@ -13,8 +13,11 @@ Lifecycle
 
 `self.epoch` counts completed epochs. Callbacks are objects with optional
 `on_epoch_end(trainer, metrics)` and `on_fit_end(trainer, metrics)`; the metrics are one flat dict per
-epoch (see `fit`). The trainer writes no files: `checkpoint.RunFolder` and the Tune trainable are
-callbacks that decide where results go.
+epoch (see `fit`). Within an epoch, optional `on_batch_end(trainer, phase, done, total)` is called after
+each batch, with counts in batches: phase "train" from `train_epoch(callbacks)`, the split's name from
+`predict(split, callbacks)`; during `fit(callbacks)` both use fit's callbacks (validation and final
+metrics included); `progress.BatchProgress` shows it. The trainer writes no files:
+`checkpoint.RunFolder` and the Tune trainable are callbacks that decide where results go.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from .config import Config
+from .config import Config, ConfigError
 from .data import BatchLoader, DataBundle, Normalise, build_data, eval_batches
 from .evaluation import shift_metrics
 from .losses import ExpertLoss
@@ -52,11 +55,19 @@ def lr_factor(epoch: int, config: Config) -> float:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for `--device`, checked here before any data is read: asking for a GPU
+    this machine lacks is the user's to fix, not a traceback."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but torch sees no CUDA GPU; use --device cpu or auto")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device: torch sees no CUDA GPU on this machine; use --device cpu or auto (got {name!r})")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device: this machine has {count} CUDA GPU(s), cuda:0…cuda:{count - 1} (got {name!r})")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: MPS (Apple GPU) is not available here; use --device cpu or auto (got {name!r})")
     return device
 
 
@@ -87,7 +98,12 @@ class Trainer:
         self.best_epoch = 0
 
     # --- one epoch ------------------------------------------------------------------------------
-    def train_epoch(self) -> dict[str, float]:
+    def train_epoch(self, callbacks=None) -> dict[str, float]:
+        """One epoch. After each batch, `on_batch_end(trainer, "train", done, total)` of the callbacks
+        that have it (counts in batches; default None: those of the `fit` under way, if any)."""
+        hooks = [c.on_batch_end for c in (getattr(self, "_fit_callbacks", ()) if callbacks is None else callbacks)
+                 if hasattr(c, "on_batch_end")]
+        total = len(self.loader)
         lr = self.config.lr * lr_factor(self.epoch, self.config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -98,7 +114,7 @@ class Trainer:
         correct_sum = torch.zeros((), device=self.device)
         seen = 0
         start = time.perf_counter()
-        for batch in self.loader:
+        for done, batch in enumerate(self.loader, 1):
             logits = self.forward(batch.inputs)
             loss, per_expert = self.loss(logits, batch.targets, batch.mix_targets, batch.lam)
             self.optimizer.zero_grad(set_to_none=True)
@@ -112,6 +128,8 @@ class Trainer:
                     + (1 - batch.lam) * (predicted == batch.mix_targets).sum()
                 loss_sum += loss.detach() * n
                 expert_sums += per_expert.detach() * n
+            for hook in hooks:  # counts only: no device sync, no random draw
+                hook(self, "train", done, total)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
@@ -124,11 +142,20 @@ class Trainer:
 
     # --- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, split_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-expert logits (N, experts, classes) and labels of a split, on the CPU."""
+    def predict(self, split_name: str, callbacks=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-expert logits (N, experts, classes) and labels of a split, on the CPU. After each batch,
+        `on_batch_end(trainer, split_name, done, total)` of the callbacks that have it (counts in
+        batches; default None: those of the `fit` under way, if any)."""
         split = getattr(self.data, split_name)
+        hooks = [c.on_batch_end for c in (getattr(self, "_fit_callbacks", ()) if callbacks is None else callbacks)
+                 if hasattr(c, "on_batch_end")]
+        total = -(-len(split) // EVAL_BATCH_SIZE)
         self.model.eval()
-        logits = [self.forward(x).float() for x, _ in eval_batches(split, EVAL_BATCH_SIZE, self.normalise)]
+        logits = []
+        for done, (x, _) in enumerate(eval_batches(split, EVAL_BATCH_SIZE, self.normalise), 1):
+            logits.append(self.forward(x).float())
+            for hook in hooks:  # counts only: no device sync
+                hook(self, split_name, done, total)
         return torch.cat(logits).cpu(), split.labels.cpu()
 
     def evaluate(self, split_name: str) -> dict[str, float]:
@@ -184,13 +211,19 @@ class Trainer:
 
     def fit(self, callbacks=()) -> dict[str, float]:
         """Run the remaining epochs, calling `on_epoch_end(trainer, metrics)` after each, then
-        `on_fit_end(trainer, final_metrics)`."""
-        while not self.finished:
-            metrics = self.run_epoch()
-            for callback in callbacks:
-                if hasattr(callback, "on_epoch_end"):
-                    callback.on_epoch_end(self, metrics)
-        final = self.final_metrics()
+        `on_fit_end(trainer, final_metrics)`. While it runs, `train_epoch` and `predict` (validation,
+        final metrics) call the callbacks' `on_batch_end(trainer, phase, done, total)` after each batch."""
+        callbacks = tuple(callbacks)
+        self._fit_callbacks = callbacks  # the default of train_epoch's and predict's `callbacks`
+        try:
+            while not self.finished:
+                metrics = self.run_epoch()
+                for callback in callbacks:
+                    if hasattr(callback, "on_epoch_end"):
+                        callback.on_epoch_end(self, metrics)
+            final = self.final_metrics()
+        finally:
+            self._fit_callbacks = ()
         for callback in callbacks:
             if hasattr(callback, "on_fit_end"):
                 callback.on_fit_end(self, final)

@@ -47,7 +47,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from balpoe.config import Config  # noqa: E402
-from balpoe.data import NORMALISATION, DataBundle, Normalise, Split, long_tail_counts  # noqa: E402
+from balpoe.data import DataBundle, Normalise, Split, long_tail_counts  # noqa: E402
+from balpoe.datasets import CIFAR_NORMALISATION  # noqa: E402
 from balpoe.losses import ExpertLoss  # noqa: E402
 from balpoe.model import build_model  # noqa: E402
 from balpoe.trainer import Trainer, lr_factor, resolve_device  # noqa: E402
@@ -85,7 +86,7 @@ def head(split: Split, n: int) -> Split:
 
 # --- 1. ours -----------------------------------------------------------------------------------------
 def time_ours(config: Config, images, labels, counts, device, n_timed: int, warmup_batches: int):
-    mean, std = NORMALISATION["cifar"]
+    mean, std = CIFAR_NORMALISATION
     eval_split = to_split(images[:EVAL_IMAGES], labels[:EVAL_IMAGES], device)
     train = to_split(images, labels, device)
     bundle = DataBundle(train=train, val=eval_split, test=eval_split, test_full=eval_split,
@@ -122,7 +123,7 @@ class StockDataset(torch.utils.data.Dataset):
 def time_stock(config: Config, images, labels, counts, device, n_timed: int, warmup_batches: int,
                workers: int):
     from torchvision import transforms
-    mean, std = NORMALISATION["cifar"]
+    mean, std = CIFAR_NORMALISATION
     transform = transforms.Compose([
         transforms.RandomCrop(32, padding=4),
         transforms.RandomHorizontalFlip(),
@@ -168,7 +169,7 @@ def time_stock(config: Config, images, labels, counts, device, n_timed: int, war
 
 # --- 3. bare step ------------------------------------------------------------------------------------
 def time_bare(config: Config, images, labels, counts, device, steps: int, warmup_batches: int):
-    mean, std = NORMALISATION["cifar"]
+    mean, std = CIFAR_NORMALISATION
     bs = config.batch_size
     model = build_model(config, NUM_CLASSES).to(device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

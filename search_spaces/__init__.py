@@ -10,6 +10,7 @@ and a docstring that explains the parameterisation and why.
 from __future__ import annotations
 
 import importlib
+import math
 from types import ModuleType
 
 SPACE_NAMES = ("alpha_tau", "alpha", "tau_spread", "experts")
@@ -28,7 +29,13 @@ def get_space(name: str) -> ModuleType:
 def resolve_ranges(space: ModuleType, overrides: dict[str, tuple[float, float]] | None = None) -> dict:
     """The space's ranges with user overrides (`--range NAME=LOW:HIGH`), checked."""
     ranges = {name: (low, high) for name, (low, high, _) in space.PARAMS.items()}
-    for name, (low, high) in (overrides or {}).items():
+    for name, bounds in (overrides or {}).items():
+        numbers = [b for b in bounds if isinstance(b, (int, float)) and not isinstance(b, bool)]
+        if len(bounds) != 2 or len(numbers) != 2:
+            raise SpaceError(f"--range: {name} needs two numbers LOW:HIGH (got {bounds!r})")
+        low, high = numbers
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise SpaceError(f"--range: {name} needs finite bounds (got {low}:{high})")
         if name not in ranges:
             raise SpaceError(f"--range: {name!r} is not a parameter of this space ({', '.join(ranges)})")
         limit = space.LOWER_LIMITS[name]

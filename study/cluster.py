@@ -1,10 +1,153 @@
-"""Checks that only matter on a multi-node Ray cluster."""
+"""Starting a local Ray that only this machine can reach, and checks that only matter on a multi-node cluster."""
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
+import socket
+import sys
+import threading
 import uuid
 from pathlib import Path
 
 from .settings import StudyError, is_uri
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1, "localhost", and IPv4-mapped loopback (::ffff:127.0.0.1, which dual-stack gRPC servers
+    report; Python < 3.13 does not call that loopback)."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def local_ray_options(dashboard_host: str = "127.0.0.1") -> dict:
+    """`ray.init` keyword arguments for a local cluster: the dashboard on `dashboard_host` (anything but
+    127.0.0.1/localhost is the user's explicit choice to expose it, and it alone) and every worker running
+    `loopback_worker_setup`. Pass them through `init_local_ray`, which also pins the node's IP to loopback: that
+    part is no `ray.init` argument (see `loopback_node_ip`)."""
+    return {"include_dashboard": True, "dashboard_host": dashboard_host,
+            "runtime_env": {"worker_process_setup_hook": f"{__name__}.loopback_worker_setup"}}
+
+
+@contextlib.contextmanager
+def loopback_node_ip():
+    """While `ray.init` starts a local cluster, make Ray pick loopback as the node's IP address.
+
+    Ray 2.60 binds every service of a node to that node's IP: the GCS, the raylet and object manager, each worker's
+    gRPC server (min_worker_port..max_worker_port), the dashboard agent (gRPC, HTTP and metrics export), the runtime
+    env agent and the autoscaler/dashboard metrics ports listen on localhost when the node IP is loopback, and on all
+    interfaces (0.0.0.0/::) or the LAN address otherwise. On Linux Ray always picks the LAN address: even
+    `ray.init(_node_ip_address="127.0.0.1")` is rewritten to it (`services.resolve_ip_for_localhost`). Only with
+    `ray_constants.ENABLE_RAY_CLUSTER` false (its default on macOS/Windows, env RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER,
+    read once at import) does `services.get_node_ip_address()` answer loopback. The driver alone decides the IP (it
+    hands it to every process it starts), so flipping the flag in this process for the duration of `ray.init` is
+    enough, and restoring it keeps a later `ray.init(address=...)` in the same process unaffected.
+    """
+    from ray._private import ray_constants
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def loopback_worker_setup() -> None:
+    """`worker_process_setup_hook` of a local cluster's workers: gRPC servers that Ray's Python code opens on every
+    interface ("[::]:0"), e.g. each Serve replica's inter-deployment server, listen on the node's IP instead, which
+    `loopback_node_ip` made loopback. A no-op on a node whose IP is not loopback."""
+    import ray
+    try:
+        from ray._common import network_utils, tls_utils
+        add_port = tls_utils.add_port_to_grpc_server
+    except (ImportError, AttributeError):  # another Ray: a worker must still start (tests/test_network.py tells)
+        return
+    if getattr(add_port, "loopback", False):
+        return
+
+    def add_port_on_node_ip(server, address: str):
+        host, _, port = address.rpartition(":")
+        node_ip = ray.util.get_node_ip_address()
+        if host.strip("[]") in ("", "0.0.0.0", "::") and is_loopback(node_ip):
+            address = network_utils.build_address(node_ip, int(port))
+        return add_port(server, address)
+
+    add_port_on_node_ip.loopback = True
+    tls_utils.add_port_to_grpc_server = add_port_on_node_ip
+    for module in ("ray.serve._private.replica",):  # took its own reference if imported before this hook ran
+        if module in sys.modules:
+            sys.modules[module].add_port_to_grpc_server = add_port_on_node_ip
+
+
+def init_local_ray(dashboard_host: str = "127.0.0.1", **init_kwargs):
+    """`ray.init` for a new single-machine cluster whose services all listen on loopback only (the dashboard on
+    `dashboard_host`). Never for `--address`: nodes of a multi-node cluster must reach each other."""
+    import ray
+    options = {"address": "local", **local_ray_options(dashboard_host)}  # never join a `ray start` cluster here
+    options["runtime_env"] = {**options["runtime_env"], **(init_kwargs.pop("runtime_env", None) or {})}
+    with loopback_node_ip():
+        context = ray.init(**options, **init_kwargs)
+    node_ip = context.address_info.get("node_ip_address") or ""
+    if not is_loopback(node_ip):  # joined an existing cluster, or a Ray whose IP logic changed
+        print(f"warning: the local Ray node runs on {node_ip}, not loopback: its services may be reachable from "
+              f"other machines", file=sys.stderr)
+    return context
+
+
+def probe_address(address: str, timeout_s: float) -> None:
+    """Before anything else: a TCP connection to `--address` (host:port or ray://host:port), so that a
+    refused or silent port is answered at once, or after `timeout_s`, not after Ray's minutes of retries."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not (host and port.isdigit()):
+        return  # "auto": Ray reads the address of the cluster started here, and says when there is none
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise StudyError(f"--address: nothing answers at {address} ({err.strerror or err}); check the cluster is "
+                         f"up (`ray status --address {address}`) and the address") from None
+
+
+def connect(address: str, timeout_s: float, **init_kwargs):
+    """`ray.init(address=...)` that ends with a clear error within `timeout_s` instead of retrying for
+    minutes (Ray keeps retrying a port that accepts connections but is no Ray). The watchdog ends the
+    process with exit 2: nothing has been written yet, and Ray's retry loop cannot be interrupted."""
+    import ray
+    probe_address(address, timeout_s)
+    connected = threading.Event()
+
+    def give_up() -> None:
+        if not connected.wait(timeout_s):
+            print(f"error: --address: the Ray cluster at {address} did not answer within {timeout_s:g} s; check it "
+                  f"with `ray status --address {address}`, or raise --connect-timeout", file=sys.stderr, flush=True)
+            os._exit(2)
+
+    threading.Thread(target=give_up, daemon=True).start()
+    try:
+        return ray.init(address=address, **init_kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise StudyError(f"--address: cannot attach to a Ray cluster at {address} ({err})") from None
+    finally:
+        connected.set()
+
+
+def check_schedulable(cpus_per_trial: float, gpus_per_trial: float, nodes: list[dict] | None = None) -> None:
+    """A trial runs on one node, so some alive node must hold its CPUs and GPUs; otherwise Tune would
+    leave it pending forever. `nodes` are `ray.nodes()` entries (default: the connected cluster's)."""
+    if nodes is None:
+        import ray
+        nodes = ray.nodes()
+    sizes = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    if any(r.get("CPU", 0) >= cpus_per_trial and r.get("GPU", 0) >= gpus_per_trial for r in sizes):
+        return
+    largest = ", ".join(sorted({f"{r.get('CPU', 0):g} CPU/{r.get('GPU', 0):g} GPU" for r in sizes})) or "none alive"
+    raise StudyError(f"--cpus-per-trial/--gpus-per-trial: no node can run a trial of {cpus_per_trial:g} CPU/"
+                     f"{gpus_per_trial:g} GPU (nodes: {largest}); ask for less per trial, or add a larger node")
 
 
 def check_shared_storage(storage_path: str) -> None:

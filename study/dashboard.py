@@ -42,26 +42,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                          help="attach to a running Ray cluster (default: start a local one for the page)")
     cluster.add_argument("--dashboard-host", default="127.0.0.1", help="interface for a local Ray's dashboard")
-    cluster.add_argument("--dashboard-port", type=int, default=8265)
+    cluster.add_argument("--dashboard-port", type=int, default=8265, help="port of a local Ray's dashboard")
+    cluster.add_argument("--connect-timeout", type=float, default=30.0,
+                         help="seconds to wait for the cluster at --address to answer")
     cluster.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
 
 
 def check_page_options(host: str, port: int, refresh: int, option: str = "--port") -> None:
     """Before Ray starts: a usable port that nothing else holds, and a sane refresh interval."""
-    if not 1 <= port <= 65535:
-        raise StudyError(f"{option}: must be in 1…65535 (got {port})")
     if refresh < 1:
         raise StudyError(f"--refresh: must be >= 1 second (got {refresh})")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as err:
-            raise StudyError(f"{option}: cannot listen on {host}:{port} ({err.strerror}); another program (or "
-                             f"another results page) holds it: choose another {option}") from None
+    check_port(host, port, option, "another program (or another results page) may hold it")
     if host not in LOOPBACK:
         print(f"warning: the results page will listen on {host}:{port}; anyone who can reach it can read every "
               f"experiment under the storage path", file=sys.stderr)
+
+
+def check_port(host: str, port: int, option: str, holder: str) -> None:
+    """A port in range that this machine can listen on now (Ray would fail later, or pick another)."""
+    if not 1 <= port <= 65535:
+        raise StudyError(f"{option}: must be in 1…65535 (got {port})")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: closed connections don't count
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise StudyError(f"{option}: cannot listen on {host}:{port} ({err.strerror}); {holder}: choose "
+                             f"another {option}") from None
 
 
 def page_url(host: str, port: int) -> str:
@@ -116,6 +124,7 @@ def wait_for_stop() -> None:
 def run(args: argparse.Namespace, open_experiment) -> int:
     """The `dashboard` command."""
     import ray
+    from .cluster import connect, init_local_ray
     from pathlib import Path
     storage = Path(args.storage_path).expanduser().resolve()
     if not storage.is_dir():
@@ -128,10 +137,14 @@ def run(args: argparse.Namespace, open_experiment) -> int:
     if not args.stop:
         check_page_options(args.host, args.port, args.refresh)
     if args.address:
-        context = ray.init(address=args.address, log_to_driver=False, logging_level=logging.WARNING)
+        context = connect(args.address, args.connect_timeout, log_to_driver=False, logging_level=logging.WARNING)
     else:
-        context = ray.init(num_cpus=args.num_cpus, include_dashboard=True, dashboard_host=args.dashboard_host,
-                           dashboard_port=args.dashboard_port, log_to_driver=False, logging_level=logging.WARNING)
+        if args.num_cpus is not None and args.num_cpus < 0:
+            raise StudyError(f"--num-cpus: must be >= 0; the page itself needs no CPU (got {args.num_cpus})")
+        check_port(args.dashboard_host, args.dashboard_port, "--dashboard-port",
+                   "another Ray (a study running here?) may hold it")
+        context = init_local_ray(args.dashboard_host, num_cpus=args.num_cpus, dashboard_port=args.dashboard_port,
+                                 log_to_driver=False, logging_level=logging.WARNING)  # loopback only
     try:
         if args.stop:
             undeploy()

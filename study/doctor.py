@@ -9,23 +9,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
-import shlex
 import shutil
 import time
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from balpoe.config import DATASETS
+from balpoe.datasets import DATASET_NAMES, REGISTRY
+from balpoe.files import writable_folder_problem
 
 from .settings import is_uri
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "pandas", "numpy")
 INSTALL_FIX = "pip install -e ."
 DASHBOARD_WAIT_S = 10.0
-NAME_WIDTH = max(len(f"data {d}") for d in DATASETS)  # fixed, so rows align while they are printed
+CONNECT_TIMEOUT_S = 30.0
+NAME_WIDTH = max(len(f"data {d}") for d in DATASET_NAMES)  # fixed, so rows align while they are printed
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Check:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="cifar100-lt", choices=DATASETS, help="data set the study will use")
+    parser.add_argument("--dataset", default="cifar100-lt", choices=DATASET_NAMES, help="data set the study will use")
     parser.add_argument("--data-dir", default="./data", help="folder that holds (or will hold) the data set")
     parser.add_argument("--storage-path", default="./runs", help="where studies write their results")
     parser.add_argument("--address", default=None,
@@ -77,28 +77,16 @@ def check_gpus() -> Check:
 
 def check_data(dataset: str, data_dir: str) -> Check:
     """Whether the data set is already on disk; never downloads (that is the trainer's job)."""
-    from balpoe import data
-    name = f"data {dataset}"
+    info, name = REGISTRY[dataset], f"data {dataset}"
     if dataset == "synthetic-lt":
         return Check(name, "ok", "generated in memory")
-    if dataset == "fashion-mnist-lt":
-        folder = data.fashion_mnist_folder(data_dir)
-        if (folder / "train-images-idx3-ubyte.gz").is_file() or (folder / "train-images-idx3-ubyte").is_file():
-            return Check(name, "ok", f"present in {folder}")
-        return Check(name, "FAIL", f"absent ({data.FASHION_MNIST_SYSTEM_DIR} and {folder})",
-                     "apt-get install dataset-fashion-mnist")
-    from torchvision import datasets
-    cifar = dataset.removesuffix("-lt")
-    folder = data.cifar_folder(data_dir, cifar).resolve()
-    cls = datasets.CIFAR100 if cifar == "cifar100" else datasets.CIFAR10
-    missing = [f for f, _ in cls.train_list + cls.test_list if not (folder / f).is_file()]
+    folder = info.location(Path(data_dir)).resolve()
+    missing = info.missing(Path(data_dir))
     if missing:
-        return Check(name, "FAIL", f"absent: {folder} lacks {', '.join(missing)}",
-                     f"python -m balpoe train --dataset {dataset} --data-dir {shlex.quote(data_dir)} downloads it, "
-                     f"or --data-dir pointing to an existing copy")
-    if not data.cifar_is_canonical(data_dir, cifar):
+        return Check(name, "FAIL", f"absent: {folder} lacks {', '.join(missing)}", info.fix)
+    if info.canonical and not info.canonical(Path(data_dir)):
         return Check(name, "warn", f"present in {folder}, but not the official files (MD5 differs)")
-    return Check(name, "ok", f"present and intact in {folder}")
+    return Check(name, "ok", f"present{' and intact' if info.canonical else ''} in {folder}")
 
 
 def check_storage(storage_path: str) -> Check:
@@ -107,14 +95,9 @@ def check_storage(storage_path: str) -> Check:
     if is_uri(storage_path):
         return Check(name, "ok", f"{storage_path}: a URI, not checked locally")
     folder = Path(storage_path).resolve()
-    probe = folder / f".doctor-probe-{uuid.uuid4().hex}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_text("probe")
-        probe.unlink()
-    except OSError as err:
-        return Check(name, "FAIL", f"{folder} is not writable ({err.strerror or err})",
-                     "choose a writable --storage-path, or fix the folder's owner/permissions")
+    problem = writable_folder_problem(folder)
+    if problem:
+        return Check(name, "FAIL", problem, "choose a writable --storage-path, or fix the folder's owner/permissions")
     free_gb = shutil.disk_usage(folder).free / 1e9
     return Check(name, "ok", f"{folder} writable, {free_gb:.1f} GB free")
 
@@ -122,13 +105,13 @@ def check_storage(storage_path: str) -> Check:
 def check_ray(address: str | None) -> list[Check]:
     """Start (or join) Ray, see its GPUs and ask its dashboard, timing each; always shut Ray down."""
     import ray
+    from .cluster import connect, init_local_ray
     start = time.monotonic()
     try:
         if address:
-            context = ray.init(address=address, logging_level="WARNING")
+            context = connect(address, CONNECT_TIMEOUT_S, logging_level="WARNING")
         else:
-            context = ray.init(address="local", num_cpus=1, include_dashboard=True,  # never an existing one
-                               dashboard_host="127.0.0.1", logging_level="WARNING")
+            context = init_local_ray(num_cpus=1, logging_level="WARNING")  # a new one, never an existing one
     except Exception as err:  # Ray fails in many ways (ConnectionError, RuntimeError, timeouts)
         fix = (f"check the cluster is up: ray status --address {address}" if address
                else "ray stop --force, then re-run doctor; see /tmp/ray/session_latest/logs")

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
 
-from balpoe.__main__ import add_recipe_options, recipe_overrides
+from balpoe.cli import HelpFormatter, add_recipe_options, check_output_folder, recipe_overrides
 from balpoe.config import Config, ConfigError, load_file
+from balpoe.datasets import DataError
+from balpoe.files import writable_folder_problem
 from search_spaces import SPACE_NAMES, SpaceError
 
 from . import dashboard
+from .cluster import probe_address
 from .lock import LOCK_FILE, StudyLock
 from .settings import SETTINGS_FILE, StudyError, StudySettings, is_uri, versions
 
@@ -68,7 +73,9 @@ def add_cluster_options(group) -> None:
                        help="attach to a running Ray cluster (e.g. auto); default: start a local one")
     group.add_argument("--dashboard-host", default="127.0.0.1",
                        help="interface for the Ray dashboard of a local cluster (default 127.0.0.1)")
-    group.add_argument("--dashboard-port", type=int, default=8265)
+    group.add_argument("--dashboard-port", type=int, default=8265, help="port of a local Ray's dashboard")
+    group.add_argument("--connect-timeout", type=float, default=30.0,
+                       help="seconds to wait for the cluster at --address to answer")
     group.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
     group.add_argument("--num-gpus", type=int, help="GPUs a local Ray declares (default: those present)")
     group.add_argument("--progress-interval", type=float, default=15.0, help="seconds between progress lines")
@@ -78,16 +85,17 @@ def add_cluster_options(group) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    baseline = sub.add_parser("baseline", help="the canonical recipe as one trial per seed",
+    baseline = sub.add_parser("baseline", formatter_class=HelpFormatter, help="the canonical recipe as one trial per seed",
                               description="Run the BalPoE recipe (or a preset/config) as one Tune trial per seed.")
     baseline.add_argument("--seeds", type=int, nargs="+", default=[1], help="one trial per seed (default 1)")
     add_common(baseline)
     add_recipe_options(baseline, skip=("seed", "save_dir", "save_period"))
 
-    search = sub.add_parser("search", help="Optuna search with ASHA early stopping",
+    search = sub.add_parser("search", formatter_class=HelpFormatter, help="Optuna search with ASHA early stopping",
                             description="Search a space with Optuna (TPE, seeded with the paper's point) and "
                             "ASHA on the epoch. Objectives are validation metrics, never test metrics.")
     search.add_argument("--space", default="alpha_tau", help=f"search space: {', '.join(SPACE_NAMES)}")
@@ -110,14 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(search)
     add_recipe_options(search, skip=("seed", "save_dir", "save_period"))
 
-    resume = sub.add_parser("resume", help="continue an interrupted experiment",
+    resume = sub.add_parser("resume", formatter_class=HelpFormatter, help="continue an interrupted experiment",
                             description="Continue an interrupted or failed experiment: unfinished and errored "
                             "trials resume from their checkpoints; finished trials are not re-run.")
     resume.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
     resume.add_argument("--storage-path", default="./runs")
     add_cluster_options(resume.add_argument_group("cluster"))
 
-    show = sub.add_parser("show", help="the trials table of an experiment, best first",
+    show = sub.add_parser("show", formatter_class=HelpFormatter, help="the trials table of an experiment, best first",
                           description="Print an experiment's trials, sorted by the (first) objective. Reads the "
                           "files only: works while the study runs, after a crash, without Ray.")
     show.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
@@ -127,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "config, objectives, test results); --list-columns names them all")
     show.add_argument("--list-columns", action="store_true", help="list the trials table's columns and exit")
 
-    report = sub.add_parser("report", help="tables, figures and an HTML page of an experiment",
+    report = sub.add_parser("report", formatter_class=HelpFormatter, help="tables, figures and an HTML page of an experiment",
                             description="Write NAME/report/: index.html (offline), PNG figures and every table as "
                             "CSV, Parquet and Markdown. Reads the files only: works while the study runs.")
     report.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
@@ -136,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "configuration with, against its seed noise")
     report.add_argument("--output", help="report folder (default: the experiment's report/)")
 
-    export = sub.add_parser("export", help="per-expert logits of a trial, for downstream stages",
+    export = sub.add_parser("export", formatter_class=HelpFormatter, help="per-expert logits of a trial, for downstream stages",
                             description="Export a trial's per-expert logits from its last checkpoint, in "
                             "`python -m balpoe export-logits` layout (<split>.npz + manifest.json).")
     export.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
@@ -149,13 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--data-dir", help="where the data set is on this machine, if not where the trial read it")
     export.add_argument("--device", help="auto, cpu, cuda, cuda:N")
 
-    page = sub.add_parser("dashboard", help="the live results page of every experiment, on Ray Serve",
+    page = sub.add_parser("dashboard", formatter_class=HelpFormatter, help="the live results page of every experiment, on Ray Serve",
                           description="Serve the results page (experiments under --storage-path: trials, figures, "
                           "statistics, running trials with ETAs) with Ray Serve until Ctrl-C. JSON tables under "
                           "/api/experiments. Read-only.")
     dashboard.add_arguments(page)
 
-    doctor = sub.add_parser("doctor", help="check that a study can run here",
+    doctor = sub.add_parser("doctor", formatter_class=HelpFormatter, help="check that a study can run here",
                             description="Check packages, GPUs, the data set, the storage path, Ray and its dashboard.")
     from . import doctor as doctor_module
     doctor_module.add_arguments(doctor)
@@ -178,16 +186,9 @@ def storage_root(path: str) -> str:
 
 
 def check_writable(settings: StudySettings) -> None:
-    if is_uri(settings.storage_path):
-        return
-    root = Path(settings.storage_path)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise StudyError(f"--storage-path: {root} is not writable ({err.strerror})") from None
+    problem = writable_folder_problem(settings.storage_path)
+    if problem:
+        raise StudyError(f"--storage-path: {problem}")
 
 
 def check_fresh(settings: StudySettings) -> None:
@@ -247,6 +248,23 @@ def resume_settings(args: argparse.Namespace) -> StudySettings:
     return settings
 
 
+def check_cluster_options(args: argparse.Namespace) -> None:
+    """Cluster options that would otherwise fail inside Ray, or leave the study waiting forever."""
+    if not (math.isfinite(args.progress_interval) and args.progress_interval > 0):
+        raise StudyError(f"--progress-interval: must be a number of seconds > 0 (got {args.progress_interval})")
+    if not (math.isfinite(args.connect_timeout) and args.connect_timeout > 0):
+        raise StudyError(f"--connect-timeout: must be a number of seconds > 0 (got {args.connect_timeout})")
+    if args.address:
+        probe_address(args.address, args.connect_timeout)
+        return  # the cluster's own size and ports are checked once connected
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise StudyError(f"--num-cpus: a local Ray needs at least 1 CPU, or no trial ever starts (got {args.num_cpus})")
+    if args.num_gpus is not None and args.num_gpus < 0:
+        raise StudyError(f"--num-gpus: must be >= 0 (got {args.num_gpus})")
+    dashboard.check_port(args.dashboard_host, args.dashboard_port, "--dashboard-port",
+                         "another Ray (a study already running here?) may hold it")
+
+
 # --- running -------------------------------------------------------------------------------------
 def prepare_data(settings: StudySettings) -> None:
     """Download/check the data once, here, so trials never race to fetch it."""
@@ -264,17 +282,16 @@ def quiet_ray() -> None:
 
 
 def start_ray(args: argparse.Namespace):
-    import ray
+    from .cluster import connect, init_local_ray
     quiet_ray()
     if args.address:
-        context = ray.init(address=args.address, log_to_driver=False, logging_level=logging.WARNING)
+        context = connect(args.address, args.connect_timeout, log_to_driver=False, logging_level=logging.WARNING)
     else:
         if args.dashboard_host not in ("127.0.0.1", "localhost"):
             print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:{args.dashboard_port}; "
                   f"anyone who can reach it can see and control this cluster", file=sys.stderr)
-        context = ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=True,
-                           dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
-                           log_to_driver=False, logging_level=logging.WARNING)
+        context = init_local_ray(args.dashboard_host, num_cpus=args.num_cpus, num_gpus=args.num_gpus,  # loopback only
+                                 dashboard_port=args.dashboard_port, log_to_driver=False, logging_level=logging.WARNING)
     if dashboard.ray_dashboard(context):
         print(f"Ray dashboard: {dashboard.ray_dashboard(context)}")
     # SIGTERM would kill Tune without saving state; Tune treats SIGUSR1 like Ctrl-C, so forward it
@@ -284,7 +301,7 @@ def start_ray(args: argparse.Namespace):
 
 def resolve_resources(settings: StudySettings) -> None:
     import ray
-    from .cluster import check_shared_storage
+    from .cluster import check_schedulable, check_shared_storage
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 1), resources.get("GPU", 0)
     if settings.gpus_per_trial is None:
@@ -296,6 +313,11 @@ def resolve_resources(settings: StudySettings) -> None:
         settings.cpus_per_trial = 1.0 if settings.gpus_per_trial else float(max(1, int(cpus // max(1, parallel))))
     if settings.cpus_per_trial > cpus:
         raise StudyError(f"--cpus-per-trial: {settings.cpus_per_trial:g} per trial but the cluster has {cpus:g} CPUs")
+    check_schedulable(settings.cpus_per_trial, settings.gpus_per_trial)
+    device = settings.config().device
+    if device.startswith("cuda") and not settings.gpus_per_trial:
+        raise StudyError(f"--device: {device} needs a GPU in every trial; drop --device (auto) or give "
+                         f"--gpus-per-trial (got --gpus-per-trial {settings.gpus_per_trial:g})")
     check_shared_storage(settings.storage_path)
 
 
@@ -318,6 +340,11 @@ def completed_experiment(settings: StudySettings):
     return exp if exp.progress()["complete"] else None
 
 
+def resume_command(settings: StudySettings) -> str:
+    return (f"continue it with:\n  python -m study.run resume {shlex.quote(settings.name)} "
+            f"--storage-path {shlex.quote(settings.storage_path)}")
+
+
 def summarise(settings: StudySettings, exp=None) -> int:
     """The end table, read back from the experiment folder like any later `show`."""
     from results import load_experiment
@@ -332,8 +359,7 @@ def summarise(settings: StudySettings, exp=None) -> int:
           f"{', optuna.db' if settings.kind == 'search' else ''}); "
           f"`python -m study.run report {settings.name} --storage-path {settings.storage_path}` writes tables and figures")
     if not progress["complete"]:
-        print(f"the study is not complete; continue it with:\n  python -m study.run resume {settings.name} "
-              f"--storage-path {settings.storage_path}")
+        print(f"the study is not complete; {resume_command(settings)}")
         return 130 if not progress["errored"] else 1
     return 0
 
@@ -357,7 +383,7 @@ def show(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     from balpoe.checkpoint import CheckpointError, trainer_from_checkpoint
-    from balpoe.data import DataNotFoundError
+    from balpoe.datasets import DataError
     from balpoe.export import export_logits
     exp = open_experiment(args.name, args.storage_path)
     if args.trial == "best":
@@ -376,10 +402,11 @@ def export(args: argparse.Namespace) -> int:
     if not checkpoints:
         raise StudyError(f"--trial: trial {trial['trial_id']} has no checkpoint yet")
     output = Path(args.output) if args.output else exp.path / "exports" / f"trial_{trial['trial_id']}"
+    check_output_folder(output, "--output")
     print(f"trial {trial['trial_id']} ({trial['status']}, epoch {trial['epochs_run']}): {checkpoints[-1]}")
     try:
         trainer = trainer_from_checkpoint(str(checkpoints[-1]), args.data_dir, args.device)
-    except (CheckpointError, DataNotFoundError) as err:
+    except (CheckpointError, DataError) as err:
         raise StudyError(f"--trial: {err}") from None
     export_logits(trainer, checkpoints[-1], output, args.splits)
     return 0
@@ -425,6 +452,7 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
         tuner.fit()
         return summarise(settings)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C now would only cut the clean-up short
         if served:
             dashboard.undeploy()
         ray.shutdown()
@@ -432,6 +460,7 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    settings, previous_sigint = None, signal.getsignal(signal.SIGINT)
     try:
         if args.command == "doctor":
             from . import doctor
@@ -442,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             return dashboard.run(args, open_experiment)
         if args.serve_results:
             dashboard.check_page_options(args.results_host, args.results_port, args.refresh, "--results-port")
+        check_cluster_options(args)
         if args.command == "resume":
             settings = resume_settings(args)
             with StudyLock(settings.experiment_dir, settings.name):
@@ -454,9 +484,17 @@ def main(argv: list[str] | None = None) -> int:
         with StudyLock(settings.experiment_dir, settings.name):  # held until the study ends
             check_fresh(settings)
             return run_study(settings, args)
-    except (StudyError, ConfigError, SpaceError) as err:
+    except (StudyError, ConfigError, SpaceError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before Ray (a download), or a second Ctrl-C while Tune was stopping
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the message and the resume command through
+        print("\ninterrupted", file=sys.stderr)
+        if settings is not None:
+            print(resume_command(settings), file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous_sigint)
 
 
 if __name__ == "__main__":

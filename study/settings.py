@@ -13,10 +13,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from balpoe.config import Config, from_dict
+from balpoe.config import UINT32_MAX, Config, ConfigError, from_dict
 from balpoe.provenance import provenance
 from results.reader import SETTINGS_FILE
-from search_spaces import get_space, resolve_ranges
+from search_spaces import SpaceError, get_space, resolve_ranges
 
 # metrics reported every epoch that may be optimised; test metrics never are (that would leak)
 OBJECTIVE_METRICS = ("val_balanced_acc", "val_acc", "val_many_acc", "val_medium_acc", "val_few_acc",
@@ -92,6 +92,11 @@ class StudySettings:
             raise StudyError(f"--name: must be a non-empty folder name (got {self.name!r})")
         if self.kind == "baseline" and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise StudyError(f"--seeds: need one or more distinct seeds (got {self.seeds})")
+        for seed in self.seeds:
+            if not 0 <= seed <= UINT32_MAX:
+                raise StudyError(f"--seeds: every seed must be in [0, {UINT32_MAX}] (got {seed})")
+        if not 0 <= self.sampler_seed <= UINT32_MAX:
+            raise StudyError(f"--sampler-seed: must be in [0, {UINT32_MAX}] (got {self.sampler_seed})")
         if self.kind == "search":
             space = get_space(self.space or "")
             self.ranges = {k: list(v) for k, v in resolve_ranges(space, {k: tuple(v) for k, v in
@@ -143,7 +148,53 @@ class StudySettings:
 
     @classmethod
     def load(cls, folder: str | Path) -> "StudySettings":
-        return cls(**json.loads(Path(folder, SETTINGS_FILE).read_text()))
+        """Read and check a study's `study.json`, so that a damaged one stops `resume` before Ray starts."""
+        path = Path(folder, SETTINGS_FILE)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise StudyError(f"{SETTINGS_FILE}: {path} cannot be read ({err}); restore it from a copy, or start "
+                             f"the study again under a new --name") from None
+        if not isinstance(values, dict):
+            raise StudyError(f"{SETTINGS_FILE}: {path} must hold a mapping (got {type(values).__name__})")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(map(str, set(values) - set(fields)))
+        if unknown:
+            raise StudyError(f"{SETTINGS_FILE}: unknown key(s) {', '.join(unknown)} in {path}; was it written by "
+                             f"a newer version of the toolkit?")
+        missing = sorted(n for n, f in fields.items() if n not in values
+                         and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        if missing:
+            raise StudyError(f"{SETTINGS_FILE}: {path} lacks {', '.join(missing)}; restore it from a copy")
+        for name, value in values.items():
+            if not _has_type(value, str(fields[name].type)):
+                raise StudyError(f"{SETTINGS_FILE}: {name} must be {fields[name].type} (got {value!r}) in {path}")
+        settings = cls(**values)
+        try:
+            settings.validate()
+        except (StudyError, ConfigError, SpaceError) as err:
+            raise StudyError(f"{SETTINGS_FILE}: {path} holds an impossible setting: {err}") from None
+        return settings
+
+
+def _has_type(value, annotation: str) -> bool:
+    """JSON values against the simple annotations of StudySettings (`int`, `float | None`, `list[int]`…)."""
+    options = [a.strip() for a in annotation.split("|")]
+    if value is None:
+        return "None" in options
+    for option in options:
+        base, _, inner = option.partition("[")
+        if base == "bool" and isinstance(value, bool):
+            return True
+        if isinstance(value, bool):
+            continue
+        if base == "int" and isinstance(value, int) or base == "float" and isinstance(value, (int, float)):
+            return True
+        if base == "str" and isinstance(value, str) or base == "dict" and isinstance(value, dict):
+            return True
+        if base == "list" and isinstance(value, list):
+            return not inner or all(_has_type(item, inner[:-1]) for item in value)
+    return False
 
 
 def default_startup_trials(num_samples: int) -> int:

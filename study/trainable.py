@@ -3,8 +3,7 @@
 Trial config keys: `base` (a balpoe config dict, already validated by the driver), optional `space`
 (a search-space name) with that space's sampled parameters, optional `seed`, `checkpoint_every`,
 `threads`, `stop_epoch` (`--max-t`: end there, on the recipe's schedule, with the end-of-training
-evaluation), and `fault_injection` ({"epoch": k, "marker": path}: crash once at epoch k — used by the
-fault-tolerance test). Reporting and checkpoints use only the `ray.tune` API: inside Tune function
+evaluation). Reporting and checkpoints use only the `ray.tune` API: inside Tune function
 trainables `ray.train.report`/`get_checkpoint` raise. Each report says where the trial ran (device, GPU
 ids, Ray node id; Tune adds the host name).
 """
@@ -19,16 +18,12 @@ import ray
 import torch
 from ray import tune
 
-from balpoe.checkpoint import load_checkpoint, save_checkpoint
+from balpoe.checkpoint import load_checkpoint, restore, save_checkpoint
 from balpoe.config import format_tau_list
 from balpoe.trainer import Trainer
 from search_spaces import resolve_trial_config
 
 STATE_FILE = "trainer_state.pth"
-
-
-class InjectedFault(RuntimeError):
-    """Raised once by `fault_injection`, to prove that a crashed trial resumes from its checkpoint."""
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -37,17 +32,17 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def train_balpoe(trial_config: dict) -> None:
+def train_balpoe(trial_config: dict, on_epoch_end=None) -> None:
+    """`on_epoch_end(metrics)` runs after each epoch, before its report (tests inject faults with it)."""
     torch.set_num_threads(max(1, int(trial_config.get("threads", 1))))
     config = resolve_trial_config(trial_config)
     trainer = Trainer(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            trainer.load_state_dict(load_checkpoint(Path(folder) / STATE_FILE))
+            restore(trainer, load_checkpoint(Path(folder) / STATE_FILE), STATE_FILE)
     every = int(trial_config.get("checkpoint_every", 1))
     stop = min(int(trial_config.get("stop_epoch", config.epochs)), config.epochs)  # --max-t: an earlier end
-    fault = trial_config.get("fault_injection")
     context = {"device": str(trainer.device), "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                "node_id": ray.get_runtime_context().get_node_id(),  # where it ran: hosts can share a name
                "tau_list": format_tau_list(config.tau_list), "mixup_alpha": config.mixup_alpha,
@@ -55,9 +50,8 @@ def train_balpoe(trial_config: dict) -> None:
                "stop_epoch": stop}
     while trainer.epoch < stop:
         metrics = trainer.run_epoch()
-        if fault and metrics["epoch"] == fault["epoch"] and not Path(fault["marker"]).exists():
-            Path(fault["marker"]).write_text("crashed once\n")
-            raise InjectedFault(f"injected fault at epoch {fault['epoch']}")
+        if on_epoch_end:
+            on_epoch_end(metrics)
         last = trainer.epoch >= stop
         if last:
             metrics.update(trainer.final_metrics())

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from balpoe import config as cfg
-from balpoe.__main__ import build_parser, config_from_args
+from balpoe.cli import build_parser, config_from_args
 from balpoe.config import Config, ConfigError
 
 # The values of the official configs/mixup/standard_training/config_cifar100_ir100_bs-experts.json

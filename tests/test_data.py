@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from balpoe import data
+from balpoe import data, datasets
 from balpoe.metrics import shot_groups
 from conftest import make_cifar_folder, tiny_config
 
@@ -19,7 +19,7 @@ def test_long_tail_counts_match_the_paper_subset():
 
 
 def test_long_tail_indices_follow_the_reference_rule(cifar10_dir):
-    raw = data.load_cifar(cifar10_dir, "cifar10", download=False)
+    raw = datasets.load_cifar(cifar10_dir, "cifar10", download=False)
     counts = data.long_tail_counts(40, 10, 0.1)
     assert counts == [40, 30, 23, 18, 14, 11, 8, 6, 5, 4]
     kept = data.long_tail_indices(raw.train_labels, counts)
@@ -35,15 +35,15 @@ def test_long_tail_indices_follow_the_reference_rule(cifar10_dir):
 
 def test_generated_cifar100_loads_through_the_same_code(tmp_path):
     root = make_cifar_folder(tmp_path, "cifar100", train_per_class=5, test_per_class=2)
-    raw = data.load_cifar(root, "cifar100", download=False)
+    raw = datasets.load_cifar(root, "cifar100", download=False)
     assert raw.train_images.shape == (500, 32, 32, 3) and raw.train_images.dtype == np.uint8
     assert raw.num_classes == 100 and np.bincount(raw.test_labels).tolist() == [2] * 100
-    assert not data.cifar_is_canonical(root, "cifar100")
+    assert not datasets.cifar_is_canonical(root, "cifar100")
 
 
 def test_missing_data_names_both_remedies(tmp_path):
-    with pytest.raises(data.DataNotFoundError, match="--data-dir"):
-        data.load_cifar(tmp_path, "cifar100", download=False)
+    with pytest.raises(datasets.DataNotFoundError, match="--data-dir"):
+        datasets.load_cifar(tmp_path, "cifar100", download=False)
 
 
 def test_data_files_cannot_run_code(tmp_path):
@@ -57,7 +57,7 @@ def test_data_files_cannot_run_code(tmp_path):
     for name in ("train", "test"):
         (folder / name).write_bytes(pickle.dumps({b"data": Evil()}))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        data.load_cifar(tmp_path, "cifar100", download=False)
+        datasets.load_cifar(tmp_path, "cifar100", download=False)
 
 
 def test_splits_are_stratified_disjoint_and_fixed(cifar10_dir):

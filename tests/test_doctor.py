@@ -73,7 +73,7 @@ def test_missing_cifar_fails_with_the_fix(tmp_path, capsys):
     assert (code, status) == (1, "FAIL"), out
     assert "absent" in detail and "cifar-100-python" in detail
     assert "fix: python -m balpoe train --dataset cifar100-lt" in out
-    assert "or --data-dir pointing to an existing copy" in out
+    assert "or point --data-dir at a folder holding cifar-100-python/" in out
     assert not (tmp_path / "nothing").exists()  # doctor never downloads
     assert out.rstrip().endswith("1 check failed: fix them before a long run")
 
@@ -85,7 +85,7 @@ def test_unwritable_storage_path_fails(tmp_path, capsys):
     out = capsys.readouterr().out
     status, detail = rows(out)["storage path"]
     assert (code, status) == (1, "FAIL"), out
-    assert "not writable" in detail
+    assert f"{blocker} is a file, so no folder can be made under it" in detail
     assert "fix: choose a writable --storage-path" in out
 
 
@@ -106,10 +106,23 @@ def test_two_failures_are_counted(tmp_path, capsys):
 
 
 def test_fashion_mnist_absent_fails_with_the_apt_fix(tmp_path, capsys, monkeypatch):
-    from balpoe import data
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-copy")
+    from balpoe import datasets
+    monkeypatch.setattr(datasets, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-copy")
     code = doctor.run(parse("--dataset", "fashion-mnist-lt", "--data-dir", str(tmp_path),
                             "--storage-path", str(tmp_path / "runs"), "--skip-ray"))
     out = capsys.readouterr().out
     assert (code, rows(out)["data fashion-mnist-lt"][0]) == (1, "FAIL"), out
     assert "fix: apt-get install dataset-fashion-mnist" in out
+
+
+def test_a_missing_torch_is_a_fail_row_not_a_traceback(tmp_path):
+    """`doctor` imports nothing heavy before its checks: with torch unimportable it still reports."""
+    import subprocess
+    import sys
+    script = ("import sys; sys.modules['torch'] = None\n"  # `import torch` now raises ImportError
+              "from study.run import main\n"
+              f"sys.exit(main(['doctor', '--dataset', 'synthetic-lt', '--storage-path', {str(tmp_path)!r}, '--skip-ray']))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert rows(done.stdout)["torch"][0] == "FAIL" and "fix: pip install -e ." in done.stdout
+    assert rows(done.stdout)["data synthetic-lt"][0] == "ok"

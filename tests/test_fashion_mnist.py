@@ -4,7 +4,7 @@ import os
 import pytest
 
 from balpoe.config import Config
-from balpoe.data import fashion_mnist_folder, load_fashion_mnist
+from balpoe.datasets import fashion_mnist_folder, load_fashion_mnist
 from balpoe.trainer import Trainer
 
 present = (fashion_mnist_folder("unused") / "train-images-idx3-ubyte.gz").exists()

@@ -7,9 +7,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
+from balpoe.config import Config
 from conftest import SMOKE
 from results import load_experiment
 from results.reader import read_trial, trial_folders
@@ -49,6 +52,21 @@ def no_ray_left():
     (["search", "--objectives", "test_balanced_acc:max"], "test metric"),
     (["baseline", "--mixup-alpha", "-1"], "mixup_alpha"),
     (["resume", "missing-study"], "resume: no study at"),
+    (["search", "--sampler-seed", "-1"], "--sampler-seed: must be in [0, 4294967295] (got -1)"),
+    (["search", "--range", "mixup_alpha=0:inf"], "--range: mixup_alpha needs finite bounds (got 0.0:inf)"),
+    (["search", "--range", "mixup_alpha=nan:1"], "--range: mixup_alpha needs finite bounds"),
+    (["baseline", "--seeds", "1", "-1"], "--seeds: every seed must be in [0, 4294967295] (got -1)"),
+    (["baseline", "--num-cpus", "0"], "--num-cpus: a local Ray needs at least 1 CPU, or no trial ever starts (got 0)"),
+    (["baseline", "--num-gpus", "-1"], "--num-gpus: must be >= 0 (got -1)"),
+    (["baseline", "--dashboard-port", "70000"], "--dashboard-port: must be in 1…65535 (got 70000)"),
+    (["baseline", "--progress-interval", "0"], "--progress-interval: must be a number of seconds > 0"),
+    (["baseline", "--lr", "inf"], "lr: must be a finite number (got inf)"),
+    (["baseline", "--wd", "inf"], "weight_decay: must be a finite number (got inf)"),
+    (["baseline", "--tau_list", "1;;2"], "tau_list: an empty value between separators"),
+    (["baseline", "--device", "gpu0"], "device: must be auto, cpu, cuda, cuda:N or mps (got 'gpu0')"),
+    (["baseline", "--dataset", "cifar10-lt", "--data-dir", "/nonexistent-data", "--download", "0"],
+     "data_dir: CIFAR10 files not found in /nonexistent-data/cifar-10-batches-py"),
+    (["baseline", "--address", "127.0.0.1:1"], "--address: nothing answers at 127.0.0.1:1"),
 ])
 def test_bad_input_is_rejected_before_ray_starts(argv, message, tmp_path, capsys):
     import ray
@@ -57,7 +75,44 @@ def test_bad_input_is_rejected_before_ray_starts(argv, message, tmp_path, capsys
     except SystemExit as exit_:  # argparse's own checks exit with 2 as well
         code = exit_.code
     assert code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not ray.is_initialized()
+    # nothing is left that would block the name: at most the lock of the study that never started
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] in ([], [".study.lock"])
+
+
+def test_a_dashboard_port_taken_by_another_program(tmp_path, capsys):
+    import socket
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main(["baseline", *SMOKE, "--dashboard-port", str(port), "--storage-path", str(tmp_path)]) == 2
+    assert f"--dashboard-port: cannot listen on 127.0.0.1:{port} (Address already in use)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda text: text[:40], "study.json: {path} cannot be read (Unterminated string starting at: line 3"),
+    (lambda text: text.replace('"kind"', '"kind_of"'), "study.json: unknown key(s) kind_of in {path}"),
+    (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "base"}), "study.json: {path} lacks base"),
+    (lambda text: text.replace('"num_samples": 1', '"num_samples": "1"'), "study.json: num_samples must be int (got '1')"),
+    (lambda text: text.replace('"sampler_seed": 0', '"sampler_seed": -1'),
+     "study.json: {path} holds an impossible setting: --sampler-seed: must be in"),
+    (lambda text: text.replace('"lr": 0.1', '"lr": -0.1'), "holds an impossible setting: lr: must be > 0 (got -0.1)"),
+])
+def test_a_damaged_study_json_stops_resume_before_ray(change, message, tmp_path, capsys):
+    import ray
+    from study.settings import StudySettings
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    settings = StudySettings(kind="baseline", name="damaged", storage_path=str(tmp_path), base=Config().to_dict())
+    settings.save(folder)
+    path = folder / "study.json"
+    path.write_text(change(path.read_text()))
+    assert main(["resume", "damaged", "--storage-path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(path=path) in err and "Traceback" not in err
     assert not ray.is_initialized()
 
 
@@ -129,20 +184,30 @@ def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
     from study import tuner
     from study.run import PRESETS
     from study.settings import StudySettings
-    from balpoe.config import Config
 
     config = Config().replace(**PRESETS["smoke"]).replace(epochs=3, step1=2, step2=3)
     settings = StudySettings(kind="baseline", name="faults", storage_path=str(tmp_path), base=config.to_dict(),
                              cpus_per_trial=1, gpus_per_trial=0, checkpoint_every=1, max_failures=1, asha=False)
     settings.validate()
+    from study.trainable import train_balpoe
+
+    def crash_once_at_epoch_2(trial_config: dict) -> None:  # pickled by value: the workers never import tests/
+        marker = trial_config["crash_marker"]
+
+        def crash(metrics: dict) -> None:
+            if marker and metrics["epoch"] == 2 and not Path(marker).exists():
+                Path(marker).write_text("crashed once\n")
+                raise RuntimeError("injected fault at epoch 2")
+        train_balpoe(trial_config, on_epoch_end=crash)
+
     space = tuner.param_space(settings)
-    space["fault_injection"] = tune.grid_search([None, {"epoch": 2, "marker": str(tmp_path / "crashed")}])
+    space["crash_marker"] = tune.grid_search([None, str(tmp_path / "crashed")])
     ray.init(num_cpus=2, include_dashboard=False)
-    results = tune.Tuner(tuner.trainable_with_resources(settings), param_space=space,
+    results = tune.Tuner(tune.with_resources(crash_once_at_epoch_2, {"cpu": 1, "gpu": 0}), param_space=space,
                          run_config=tune.RunConfig(name="faults", storage_path=str(tmp_path), verbose=0,
                                                    failure_config=tune.FailureConfig(max_failures=1))).fit()
     assert (tmp_path / "crashed").exists() and not results.errors
-    plain, faulty = sorted(reports(tmp_path / "faults").values(), key=lambda rows: rows[0]["config"]["fault_injection"] is not None)
+    plain, faulty = sorted(reports(tmp_path / "faults").values(), key=lambda rows: rows[0]["config"]["crash_marker"] is not None)
     assert [r["epoch"] for r in faulty] == [1, 2, 3]
     for a, b in zip(plain, faulty):
         assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
@@ -193,6 +258,26 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, c
 
 
 @pytest.mark.ray
+def test_a_second_ctrl_c_while_tune_stops_ends_quietly_with_the_resume_command(tmp_path):
+    argv = [sys.executable, "-m", "study.run", "baseline", *SMOKE, "--epochs", "100", "--storage-path", str(tmp_path)]
+    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    watchdog = threading.Timer(300, driver.kill)
+    watchdog.start()
+    for line in driver.stdout:  # interrupt once the trial is training
+        if "epoch    1/100" in line:
+            break
+    driver.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # two signals at once would be delivered as one
+    driver.send_signal(signal.SIGINT)
+    out, err = driver.communicate(timeout=120)
+    watchdog.cancel()
+    assert driver.returncode == 130, out + err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert f"python -m study.run resume baseline-smoke --storage-path {tmp_path}" in out + err
+
+
+@pytest.mark.ray
 def test_fractional_gpus_pack_trials_on_logical_gpus(tmp_path):
     argv = ["baseline", *SMOKE, "--seeds", "1", "2", "3", "4", "--num-gpus", "2", "--gpus-per-trial", "0.5",
             "--storage-path", str(tmp_path)]
@@ -227,3 +312,29 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_a_trial_no_node_can_hold_is_refused():
+    from study.cluster import check_schedulable
+    from study.settings import StudyError
+    nodes = [{"Alive": True, "Resources": {"CPU": 4.0}}, {"Alive": True, "Resources": {"CPU": 2.0, "GPU": 1.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    check_schedulable(4, 0, nodes)
+    check_schedulable(2, 1, nodes)
+    with pytest.raises(StudyError, match=r"no node can run a trial of 3 CPU/1 GPU \(nodes: 2 CPU/1 GPU, 4 CPU/0 GPU\)"):
+        check_schedulable(3, 1, nodes)  # 6 CPUs and a GPU in all, but never on one node
+
+
+def test_an_address_that_accepts_but_is_no_ray_ends_within_the_timeout(tmp_path):
+    import socket
+    with socket.socket() as impostor:  # the kernel accepts connections; nothing ever answers
+        impostor.bind(("127.0.0.1", 0))
+        impostor.listen(16)
+        address = f"127.0.0.1:{impostor.getsockname()[1]}"
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "study.run", "baseline", "--preset", "smoke", "--address", address,
+                               "--connect-timeout", "3", "--storage-path", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"error: --address: the Ray cluster at {address} did not answer within 3 s" in done.stderr
+    assert "Traceback" not in done.stderr and time.monotonic() - started < 60

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from balpoe.__main__ import main
+from balpoe.cli import main
 from balpoe.checkpoint import CheckpointError, RunFolder, load_checkpoint, save_checkpoint
 from balpoe.config import ConfigError
 from balpoe.trainer import Trainer
@@ -60,7 +60,7 @@ def test_shift_metrics_every_n_epochs_when_asked(cifar10_dir, tmp_path):
     assert rows[1]["shift_uniform_acc"] == pytest.approx(trainer.evaluate("test_full")["test_full_acc"])
     rows.append(trainer.run_epoch())
     assert [("shift_forward50_acc" in row) for row in rows] == [False, True, False]  # epoch 3: final_metrics
-    with pytest.raises(ConfigError, match="eval_shift_every: must be an integer >= 0"):
+    with pytest.raises(ConfigError, match=r"eval_shift_every: must be >= 0 \(got -1\)"):
         tiny_config(cifar10_dir, tmp_path, eval_shift_every=-1)
 
 

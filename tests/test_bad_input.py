@@ -1,0 +1,213 @@
+"""The trainer's answer to bad input and faults: `error: <field>: ... (got ...)` and exit 2 before any
+data is read, never a traceback; interrupts and full disks leave no partial file and name the last
+complete checkpoint."""
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from balpoe import datasets
+from balpoe.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from balpoe.cli import main
+from balpoe.trainer import Trainer
+from conftest import make_cifar_folder, tiny_config
+
+# a data set that is absent on purpose: any check that comes after reading data would report it instead
+NO_DATA = ["--dataset", "cifar10-lt", "--data-dir", "/nonexistent-data", "--download", "0"]
+
+
+def train(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(["train", *argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "inf"], "lr: must be a finite number (got inf)"),
+    (["--wd", "inf"], "weight_decay: must be a finite number (got inf)"),
+    (["--norm_scale", "inf"], "norm_scale: must be a finite number (got inf)"),
+    (["--mixup_alpha", "nan"], "mixup_alpha: must be a finite number (got nan)"),
+    (["--lr", "0"], "lr: must be > 0 (got 0.0)"),
+    (["--tau_list", "1;;2"], "tau_list: an empty value between separators"),
+    (["--tau_list", "0;1;nan"], "tau_list: every τ must be a finite number"),
+    (["--seed", "-1"], "seed: must be in [0, 4294967295] (got -1)"),
+    (["--device", "cuda:x"], "device: must be auto, cpu, cuda, cuda:N or mps (got 'cuda:x')"),
+    (["--device", "gpu"], "device: must be auto, cpu, cuda, cuda:N or mps"),
+    (["--imb-factor", "2"], "imb_factor: must be in (0, 1] (got 2.0)"),
+    (["--save_dir", ""], "save_dir: must be a non-empty string"),
+])
+def test_bad_values_on_the_command_line(argv, message, capsys):
+    code, err = train([*NO_DATA, *argv], capsys)
+    assert (code, err.startswith("error: ")) == (2, True), err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_this_machine_lacks(capsys):
+    code, err = train([*NO_DATA, "--device", "cuda"], capsys)
+    assert code == 2 and "device: torch sees no CUDA GPU on this machine; use --device cpu or auto" in err
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("true.json", '{"batch_size": true}', "batch_size: must be an integer (got True)"),
+    ("float.json", '{"epochs": 2.5}', "epochs: must be an integer (got 2.5)"),
+    ("flag.json", '{"use_norm": 1}', "use_norm: must be true or false"),
+    ("device.yaml", "device: 5\n", "device: must be a non-empty string (got 5)"),
+    ("letters.yaml", 'tau_list: [0, "a", 2]\n', "tau_list: item 1 must be a finite number (got 'a'"),
+    ("null.json", '{"tau_list": [0, null, 2]}', "tau_list: item 1 must be a finite number (got None"),
+    ("rule.json", '{"tau_list": "limits", "tau_min": "0", "tau_max": 2}', "tau_min: must be a finite number (got '0')"),
+    ("keys.yaml", "1: 2\nlr: 0.1\n", "unknown config key(s): 1"),
+    ("list.json", "[1, 2]", "must hold a mapping at the top level (got list)"),
+    ("section.json", '{"arch": {}, "data_loader": {}, "balpoe": 3}', "balpoe: expected our config as a mapping"),
+])
+def test_wrongly_typed_config_files(name, text, message, tmp_path, capsys):
+    (tmp_path / name).write_text(text)
+    code, err = train(["-c", str(tmp_path / name), "--data-dir", "/nonexistent-data", "--download", "0"], capsys)
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_config_that_is_not_utf8(tmp_path, capsys):
+    (tmp_path / "latin1.json").write_bytes('{"save_dir": "runs/é"}'.encode("latin-1"))
+    code, err = train(["-c", str(tmp_path / "latin1.json")], capsys)
+    assert code == 2 and "is not UTF-8 text (byte 19)" in err
+
+
+def test_an_unusable_save_folder_is_found_before_the_data(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for save_dir, message in ((blocker, "is a file, not a folder"), (blocker / "run", "is a file, so no folder"),
+                              (Path("/proc/no-such-run"), "is not writable")):
+        code, err = train([*NO_DATA, "--save_dir", str(save_dir)], capsys)
+        assert code == 2 and err.startswith("error: save_dir: ") and message in err, err
+
+
+def test_truncated_and_inconsistent_cifar_files(tmp_path):
+    root = make_cifar_folder(tmp_path, "cifar10", train_per_class=4, test_per_class=2)
+    test_file = root / "cifar-10-batches-py" / "test_batch"
+    whole = test_file.read_bytes()
+    test_file.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(datasets.DataError, match="test_batch: the file is damaged or truncated"):
+        datasets.load_cifar(root, "cifar10", download=False)
+    import pickle
+    batch = pickle.loads(whole)
+    batch[b"labels"] = batch[b"labels"][:-1]  # one label fewer than images
+    test_file.write_bytes(pickle.dumps(batch))
+    with pytest.raises(datasets.DataError, match=r"20 labels; expected \(N, 3072\)|19 labels"):
+        datasets.load_cifar(root, "cifar10", download=False)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_fashion_mnist(root: Path, per_class: int = 3) -> Path:
+    folder = root / "FashionMNIST" / "raw"
+    folder.mkdir(parents=True)
+    labels = np.repeat(np.arange(10), per_class)
+    images = np.full((len(labels), 28, 28), 7)
+    for stem in ("train", "t10k"):
+        write_idx(folder / f"{stem}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{stem}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def test_an_explicit_fashion_mnist_folder_wins_over_the_system_copy(tmp_path):
+    folder = make_fashion_mnist(tmp_path)
+    assert datasets.fashion_mnist_folder(tmp_path) == folder
+    raw = datasets.load_fashion_mnist(tmp_path, download=False)
+    assert raw.train_images.shape == (30, 32, 32, 3) and raw.train_images.max() == 7  # ours, not the system's
+    path = folder / "t10k-labels-idx1-ubyte.gz"
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    with gzip.open(path, "wb") as handle:
+        handle.write(data[:-5])
+    with pytest.raises(datasets.DataError, match="t10k-labels-idx1-ubyte.gz: the file is damaged or truncated "
+                                                 r"\(33 bytes, its header promises 38\)"):
+        datasets.load_fashion_mnist(tmp_path, download=False)
+
+
+def test_checkpoints_that_lack_keys_or_hold_a_bad_config(tmp_path, cifar10_dir):
+    state = Trainer(tiny_config(cifar10_dir, tmp_path)).state_dict()
+    for key in ("optimizer", "class_counts"):
+        partial = {k: v for k, v in state.items() if k != key}
+        save_checkpoint(partial, tmp_path / "partial.pth")
+        with pytest.raises(CheckpointError, match=f"incomplete checkpoint, it lacks {key}"):
+            load_checkpoint(tmp_path / "partial.pth")
+    save_checkpoint({**state, "config": {**state["config"], "lr": -1.0}}, tmp_path / "bad-config.pth")
+    with pytest.raises(CheckpointError, match=r"its saved config is invalid \(lr: must be > 0"):
+        load_checkpoint(tmp_path / "bad-config.pth")
+
+
+def test_resume_on_other_data_is_refused(tmp_path, cifar10_dir, capsys):
+    run = tmp_path / "run"
+    common = ["--dataset", "cifar10-lt", "--imb-factor", "0.1", "--epochs", "2", "--warmup", "0", "--step1", "1",
+              "--step2", "2", "--bs", "64", "--save_period", "1", "--device", "cpu", "--download", "0"]
+    assert main(["train", *common, "--data-dir", str(cifar10_dir), "--save-dir", str(run)]) == 0
+    capsys.readouterr()
+    other = make_cifar_folder(tmp_path / "other", "cifar10", train_per_class=20, test_per_class=10)
+    code = main(["train", "--resume", str(run / "checkpoint-epoch1.pth"), "--data-dir", str(other)])
+    err = capsys.readouterr().err
+    assert code == 2 and "trained on 10 classes, 159 long-tailed training images, but the data here gives 10 classes, 78" in err
+
+
+def interrupt_the_second_checkpoint(monkeypatch, exception: BaseException) -> None:
+    """torch.save writes part of epoch 2's checkpoint, then `exception` hits (Ctrl-C, SIGTERM, full disk)."""
+    import balpoe.checkpoint as checkpoint
+    real_save = torch.save
+
+    def save(state, path):
+        if Path(path).name.startswith("checkpoint-epoch2"):
+            Path(path).write_bytes(b"PK\x03\x04 partial")
+            raise exception
+        real_save(state, path)
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+
+
+@pytest.mark.parametrize("exception, code, message", [
+    (KeyboardInterrupt(), 130, "interrupted: the last complete checkpoint is"),
+    (RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                  "data/3: file write failed"), 2, "checkpoint-epoch2.pth: could not be written"),
+    (OSError(28, "No space left on device"), 2, "No space left on device"),
+])
+def test_a_checkpoint_write_cut_short(exception, code, message, tmp_path, cifar10_dir, capsys, monkeypatch):
+    interrupt_the_second_checkpoint(monkeypatch, exception)
+    run = tmp_path / "run"
+    config = tiny_config(cifar10_dir, run, save_period=1)
+    argv = ["train", "--dataset", "cifar10-lt", "--data-dir", config.data_dir, "--imb-factor", "0.1", "--epochs", "3",
+            "--warmup", "1", "--step1", "2", "--step2", "3", "--bs", "32", "--save_period", "1", "--device", "cpu",
+            "--download", "0", "--save-dir", str(run)]
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert f"the last complete checkpoint is {run / 'checkpoint-epoch1.pth'}" in err
+    assert f"python -m balpoe train --resume {run / 'checkpoint-epoch1.pth'}" in err
+    assert not list(run.glob("*.tmp"))  # the partial file is gone
+    assert load_checkpoint(run / "checkpoint-epoch1.pth")["epoch"] == 1  # and the earlier one is intact
+
+
+def test_sigterm_on_train_prints_the_resume_hint(tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "balpoe", "train", "--dataset", "synthetic-lt", "--epochs", "200", "--bs", "16",
+         "--save_period", "1", "--device", "cpu", "--save-dir", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint-epoch1.pth").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted: the last complete checkpoint is" in err and "Traceback" not in err
+    last = err.split("the last complete checkpoint is ")[1].split(";")[0]
+    assert load_checkpoint(last)["epoch"] >= 1 and not list(run.glob("*.tmp"))
