@@ -27,8 +27,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except where there is none to show (None, False, suppressed)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False, argparse.SUPPRESS) or "(default" in (action.help or ""):
+        if action.default in (None, False, argparse.SUPPRESS, []) or "(default" in (action.help or ""):
             return action.help or ""
+        if isinstance(action.default, list):
+            return f"{action.help} (default: {' '.join(map(str, action.default))})"
         return super()._get_help_string(action)
 
 
@@ -104,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "each sample's index in the original data set as <split>.npz, plus manifest.json "
                             "(classes, tau list, class counts, split rule, config, checkpoint SHA-256). "
                             "Readable with NumPy alone.")
-    export.add_argument("checkpoint")
+    export.add_argument("checkpoint", help="a .pth written by `train`")
     export.add_argument("--output", help="the export folder (default: <checkpoint>-logits/ beside it)")
-    export.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
+    export.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="splits to export")
     add_checkpoint_options(export)
     return parser
 

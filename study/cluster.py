@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import os
 import socket
 import sys
@@ -98,6 +99,38 @@ def init_local_ray(dashboard_host: str = "127.0.0.1", **init_kwargs):
         print(f"warning: the local Ray node runs on {node_ip}, not loopback: its services may be reachable from "
               f"other machines", file=sys.stderr)
     return context
+
+
+def check_port(host: str, port: int, option: str, holder: str) -> None:
+    """A port in range that this machine can listen on now (Ray would fail later, or pick another)."""
+    if not 1 <= port <= 65535:
+        raise StudyError(f"{option}: must be in 1…65535 (got {port})")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: closed connections don't count
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise StudyError(f"{option}: cannot listen on {host}:{port} ({err.strerror}); {holder}: choose "
+                             f"another {option}") from None
+
+
+def check_cluster_options(args) -> None:
+    """Cluster options that would otherwise fail inside Ray, or leave the study waiting forever."""
+    interval = getattr(args, "progress_interval", 1.0)
+    if not (math.isfinite(interval) and interval > 0):
+        raise StudyError(f"--progress-interval: must be a number of seconds > 0 (got {interval})")
+    if not (math.isfinite(args.connect_timeout) and args.connect_timeout > 0):
+        raise StudyError(f"--connect-timeout: must be a number of seconds > 0 (got {args.connect_timeout})")
+    if args.address:
+        probe_address(args.address, args.connect_timeout)
+        return  # the cluster's own size and ports are checked once connected
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise StudyError(f"--num-cpus: a local Ray needs at least 1 CPU, or no trial ever starts (got {args.num_cpus})")
+    if getattr(args, "num_gpus", None) is not None and args.num_gpus < 0:
+        raise StudyError(f"--num-gpus: must be >= 0 (got {args.num_gpus})")
+    check_port(args.dashboard_host, args.dashboard_port, "--dashboard-port",
+               "another Ray (a study already running here?) may hold it")
 
 
 def probe_address(address: str, timeout_s: float) -> None:

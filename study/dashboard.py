@@ -11,10 +11,10 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 
+from .cluster import check_cluster_options, check_port
 from .settings import StudyError
 
 DEFAULT_PORT = 8000  # Ray Serve's own default
@@ -56,20 +56,6 @@ def check_page_options(host: str, port: int, refresh: int, option: str = "--port
     if host not in LOOPBACK:
         print(f"warning: the results page will listen on {host}:{port}; anyone who can reach it can read every "
               f"experiment under the storage path", file=sys.stderr)
-
-
-def check_port(host: str, port: int, option: str, holder: str) -> None:
-    """A port in range that this machine can listen on now (Ray would fail later, or pick another)."""
-    if not 1 <= port <= 65535:
-        raise StudyError(f"{option}: must be in 1…65535 (got {port})")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: closed connections don't count
-        try:
-            probe.bind((host, port))
-        except OSError as err:
-            raise StudyError(f"{option}: cannot listen on {host}:{port} ({err.strerror}); {holder}: choose "
-                             f"another {option}") from None
 
 
 def page_url(host: str, port: int) -> str:
@@ -136,13 +122,10 @@ def run(args: argparse.Namespace, open_experiment) -> int:
                          "and its page, end with this command)")
     if not args.stop:
         check_page_options(args.host, args.port, args.refresh)
+    check_cluster_options(args)
     if args.address:
         context = connect(args.address, args.connect_timeout, log_to_driver=False, logging_level=logging.WARNING)
     else:
-        if args.num_cpus is not None and args.num_cpus < 0:
-            raise StudyError(f"--num-cpus: must be >= 0; the page itself needs no CPU (got {args.num_cpus})")
-        check_port(args.dashboard_host, args.dashboard_port, "--dashboard-port",
-                   "another Ray (a study running here?) may hold it")
         context = init_local_ray(args.dashboard_host, num_cpus=args.num_cpus, dashboard_port=args.dashboard_port,
                                  log_to_driver=False, logging_level=logging.WARNING)  # loopback only
     try:

@@ -7,21 +7,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import shlex
 import signal
 import sys
 from pathlib import Path
 
-from balpoe.cli import HelpFormatter, add_recipe_options, check_output_folder, recipe_overrides
+from balpoe.cli import SPLITS, HelpFormatter, add_recipe_options, check_output_folder, recipe_overrides
 from balpoe.config import Config, ConfigError, load_file
 from balpoe.datasets import DataError
 from balpoe.files import writable_folder_problem
 from search_spaces import SPACE_NAMES, SpaceError
 
 from . import dashboard
-from .cluster import probe_address
+from .cluster import check_cluster_options
 from .lock import LOCK_FILE, StudyLock
 from .settings import SETTINGS_FILE, StudyError, StudySettings, is_uri, versions
 
@@ -122,14 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Continue an interrupted or failed experiment: unfinished and errored "
                             "trials resume from their checkpoints; finished trials are not re-run.")
     resume.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
-    resume.add_argument("--storage-path", default="./runs")
+    resume.add_argument("--storage-path", default="./runs", help="where the experiment folders are")
     add_cluster_options(resume.add_argument_group("cluster"))
 
     show = sub.add_parser("show", formatter_class=HelpFormatter, help="the trials table of an experiment, best first",
                           description="Print an experiment's trials, sorted by the (first) objective. Reads the "
                           "files only: works while the study runs, after a crash, without Ray.")
     show.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
-    show.add_argument("--storage-path", default="./runs")
+    show.add_argument("--storage-path", default="./runs", help="where the experiment folders are")
     show.add_argument("--top", type=int, help="show the best N trials only")
     show.add_argument("--columns", nargs="+", metavar="COLUMN", help="columns to show (default: status, key "
                       "config, objectives, test results); --list-columns names them all")
@@ -139,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Write NAME/report/: index.html (offline), PNG figures and every table as "
                             "CSV, Parquet and Markdown. Reads the files only: works while the study runs.")
     report.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
-    report.add_argument("--storage-path", default="./runs")
+    report.add_argument("--storage-path", default="./runs", help="where the experiment folders are")
     report.add_argument("--baseline", help="a seeded baseline experiment (name or path) to compare every "
                         "configuration with, against its seed noise")
     report.add_argument("--output", help="report folder (default: the experiment's report/)")
@@ -150,10 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("name", help="experiment name (a folder under --storage-path) or its path")
     export.add_argument("--trial", default="best", help="a trial id, or best: the finished trial best on the "
                         "(first) objective (default)")
-    export.add_argument("--storage-path", default="./runs")
+    export.add_argument("--storage-path", default="./runs", help="where the experiment folders are")
     export.add_argument("--output", help="export folder (default: <experiment>/exports/trial_<id>)")
-    export.add_argument("--splits", nargs="+", default=["train", "val", "test", "test_full"],
-                        choices=["train", "val", "test", "test_full"])
+    export.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="splits to export")
     export.add_argument("--data-dir", help="where the data set is on this machine, if not where the trial read it")
     export.add_argument("--device", help="auto, cpu, cuda, cuda:N")
 
@@ -246,23 +244,6 @@ def resume_settings(args: argparse.Namespace) -> StudySettings:
     settings = StudySettings.load(folder)
     settings.storage_path, settings.name = str(folder.resolve().parent), folder.name
     return settings
-
-
-def check_cluster_options(args: argparse.Namespace) -> None:
-    """Cluster options that would otherwise fail inside Ray, or leave the study waiting forever."""
-    if not (math.isfinite(args.progress_interval) and args.progress_interval > 0):
-        raise StudyError(f"--progress-interval: must be a number of seconds > 0 (got {args.progress_interval})")
-    if not (math.isfinite(args.connect_timeout) and args.connect_timeout > 0):
-        raise StudyError(f"--connect-timeout: must be a number of seconds > 0 (got {args.connect_timeout})")
-    if args.address:
-        probe_address(args.address, args.connect_timeout)
-        return  # the cluster's own size and ports are checked once connected
-    if args.num_cpus is not None and args.num_cpus < 1:
-        raise StudyError(f"--num-cpus: a local Ray needs at least 1 CPU, or no trial ever starts (got {args.num_cpus})")
-    if args.num_gpus is not None and args.num_gpus < 0:
-        raise StudyError(f"--num-gpus: must be >= 0 (got {args.num_gpus})")
-    dashboard.check_port(args.dashboard_host, args.dashboard_port, "--dashboard-port",
-                         "another Ray (a study already running here?) may hold it")
 
 
 # --- running -------------------------------------------------------------------------------------

@@ -88,8 +88,9 @@ class StudySettings:
                              f"Optuna database beside the trials, so use a filesystem path (shared on clusters)")
         if self.kind not in ("baseline", "search"):
             raise StudyError(f"unknown study kind {self.kind!r}")
-        if not self.name or "/" in self.name:
-            raise StudyError(f"--name: must be a non-empty folder name (got {self.name!r})")
+        if not self.name or "/" in self.name or self.name in (".", "..") or not self.name.isprintable():
+            raise StudyError(f"--name: must be a folder name: not empty, no '/', not '.' or '..', no control "
+                             f"characters (got {self.name!r})")
         if self.kind == "baseline" and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise StudyError(f"--seeds: need one or more distinct seeds (got {self.seeds})")
         for seed in self.seeds:
@@ -130,8 +131,8 @@ class StudySettings:
         if gpus is not None and not (math.isfinite(gpus) and 0 <= gpus <= 1):
             raise StudyError(f"--gpus-per-trial: a trial trains on one device, so 1, a fraction (0.25 packs 4 "
                              f"trials on a GPU) or 0 for CPU-only trials (got {gpus:g})")
-        if self.cpus_per_trial is not None and self.cpus_per_trial <= 0:
-            raise StudyError(f"--cpus-per-trial: must be > 0 (got {self.cpus_per_trial})")
+        if self.cpus_per_trial is not None and not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
+            raise StudyError(f"--cpus-per-trial: must be a number > 0 (got {self.cpus_per_trial})")
         if self.checkpoint_every < 1:
             raise StudyError(f"--checkpoint-every: must be >= 1 (got {self.checkpoint_every})")
         if self.keep_checkpoints < 1:
