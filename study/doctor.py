@@ -93,7 +93,8 @@ def check_storage(storage_path: str) -> Check:
     """Write and delete a probe file: a study that cannot save checkpoints loses its work."""
     name = "storage path"
     if is_uri(storage_path):
-        return Check(name, "ok", f"{storage_path}: a URI, not checked locally")
+        return Check(name, "FAIL", f"{storage_path} is a URI; studies keep study.json and optuna.db beside the "
+                     f"trials, so they need a filesystem path", "a local folder, or a shared filesystem on clusters")
     folder = Path(storage_path).resolve()
     problem = writable_folder_problem(folder)
     if problem:

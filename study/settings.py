@@ -35,7 +35,7 @@ def is_uri(path: str) -> bool:
 class StudySettings:
     kind: str                                   # "baseline" or "search"
     name: str
-    storage_path: str                           # absolute path or a URI (s3://, gs://)
+    storage_path: str                           # absolute filesystem path (URIs are refused)
     base: dict                                  # the balpoe config every trial starts from
     seeds: list[int] = field(default_factory=lambda: [1])
     space: str | None = None

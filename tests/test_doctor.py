@@ -89,11 +89,11 @@ def test_unwritable_storage_path_fails(tmp_path, capsys):
     assert "fix: choose a writable --storage-path" in out
 
 
-def test_uri_storage_is_not_checked_locally(capsys):
+def test_uri_storage_fails_as_studies_refuse_it(capsys):
     code = doctor.run(parse("--dataset", "synthetic-lt", "--storage-path", "s3://bucket/runs", "--skip-ray"))
     out = capsys.readouterr().out
-    assert code == 0
-    assert rows(out)["storage path"] == ("ok", "s3://bucket/runs: a URI, not checked locally")
+    assert code == 1
+    assert rows(out)["storage path"][0] == "FAIL" and "s3://bucket/runs is a URI" in out
 
 
 def test_two_failures_are_counted(tmp_path, capsys):
