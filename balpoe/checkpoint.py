@@ -47,8 +47,12 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; name a .pth file in it (checkpoint-epoch{{N}}.pth, model_best.pth)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: an empty file (0 bytes), not a checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for damaged files; say it plainly
@@ -57,13 +61,21 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a BalPoE checkpoint written by this toolkit "
                               f"(no 'format': '{CHECKPOINT_FORMAT}' entry)")
-    if state.get("version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: written by a newer version (format {state['version']})")
+    version = state.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: its format version must be an integer (got {version!r})")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer version (format {version})")
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, it lacks {', '.join(missing)}")
     if not isinstance(state["config"], dict):
         raise CheckpointError(f"{path}: its config is not a mapping")
+    counts = state["class_counts"]
+    if not (isinstance(state["num_classes"], int) and isinstance(counts, list)
+            and all(isinstance(c, int) and c >= 0 for c in counts) and len(counts) == state["num_classes"]):
+        raise CheckpointError(f"{path}: num_classes and class_counts must be an integer and one count per class "
+                              f"(got {state['num_classes']!r} and {counts!r:.80})")
     try:
         config_module.from_dict(state["config"])
     except config_module.ConfigError as err:

@@ -21,6 +21,7 @@ from .datasets import DataError
 from .files import writable_folder_problem
 
 SPLITS = ("train", "val", "test", "test_full")
+RUN_FILES = ("summary.csv", "model_best.pth", "metrics.json")  # with checkpoint-epoch*.pth: a run folder
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -132,7 +133,7 @@ def command_train(args: argparse.Namespace) -> int:
     from .progress import BatchProgress, EpochPrinter
     from .trainer import Trainer
 
-    if args.resume:
+    if args.resume is not None:
         overrides = recipe_overrides(args)
         extra = sorted(set(overrides) - {"device", "data_dir"})
         if extra or args.config:
@@ -146,6 +147,8 @@ def command_train(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         state = None
     check_output_folder(config.save_dir, "save_dir")  # before the data is read, not at the first checkpoint
+    if state is None:
+        check_no_earlier_run(Path(config.save_dir))
     trainer = Trainer(config)
     if state is not None:
         restore(trainer, state, args.resume)
@@ -165,12 +168,34 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_no_earlier_run(folder: Path) -> None:
+    """A new run never writes into an earlier run's folder: its checkpoints and summary would be
+    overwritten or, worse, mixed with the new run's."""
+    earlier = sorted(p.name for p in folder.glob("*") if p.name in RUN_FILES or p.name.startswith("checkpoint-epoch"))
+    if earlier:
+        raise ConfigError(f"save_dir: {folder} already holds a run ({', '.join(earlier[:4])}); continue it with "
+                          f"--resume {folder}/checkpoint-epoch<N>.pth, or choose another --save_dir")
+
+
+def checkpoint_argument(path: str) -> Path:
+    """The checkpoint a command reads, checked before anything is derived from its name."""
+    from .checkpoint import CheckpointError
+    if not path or not Path(path).name:
+        raise CheckpointError(f"checkpoint: name a .pth file (got {path!r})")
+    return Path(path)
+
+
 def command_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import trainer_from_checkpoint
     from .evaluation import test_agnostic
+    from .files import atomic_write
     from .metrics import fit_temperature, reliability_bins
     from .progress import BatchProgress
-    output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".evaluation.json")
+    checkpoint = checkpoint_argument(args.checkpoint)
+    output = Path(args.output) if args.output else checkpoint.with_suffix(".evaluation.json")
+    if output.is_dir() or output.resolve() == checkpoint.resolve():
+        raise ConfigError(f"--output: {output} is {'a folder' if output.is_dir() else 'the checkpoint itself'}; "
+                          f"name a .json file to write")
     check_output_folder(output.parent, "--output")
     trainer = trainer_from_checkpoint(args.checkpoint, args.data_dir, args.device)
     results: dict = {"checkpoint": str(args.checkpoint), "epoch": trainer.epoch}
@@ -194,7 +219,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['distribution']:>13} {row['images']:>7} {100 * row['acc']:7.2f} "
               f"{100 * row['acc_prior']:9.2f} {100 * row['ece']:7.2f}")
-    output.write_text(json.dumps(results, indent=2) + "\n")
+    text = json.dumps(results, indent=2) + "\n"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(output, lambda tmp: tmp.write_text(text))
     print(f"\nresults written to {output}")
     return 0
 
@@ -202,8 +229,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
 def command_export(args: argparse.Namespace) -> int:
     from .checkpoint import trainer_from_checkpoint
     from .export import export_logits
-    output = Path(args.output) if args.output else Path(args.checkpoint).with_name(
-        Path(args.checkpoint).stem + "-logits")
+    checkpoint = checkpoint_argument(args.checkpoint)
+    output = Path(args.output) if args.output else checkpoint.with_name(checkpoint.stem + "-logits")
     check_output_folder(output, "--output")
     trainer = trainer_from_checkpoint(args.checkpoint, args.data_dir, args.device)
     export_logits(trainer, args.checkpoint, output, args.splits)
@@ -213,7 +240,7 @@ def command_export(args: argparse.Namespace) -> int:
 def interrupted_hint(args: argparse.Namespace) -> str:
     """Where an interrupted `train` can continue from: the newest complete checkpoint, if any."""
     from .checkpoint import latest_checkpoint
-    save_dir = Path(args.resume).resolve().parent if args.resume else _save_dir(args)
+    save_dir = Path(args.resume).resolve().parent if args.resume is not None else _save_dir(args)
     last = latest_checkpoint(save_dir) if save_dir else None
     if last is None:
         return f"no complete checkpoint in {save_dir or 'the run folder'} yet; run the same command again to start over"
@@ -246,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, CheckpointWriteError):
             print(interrupted_hint(args), file=sys.stderr)
         return 2
+    except OSError as err:  # the machine's, not the input's: a full disk, a folder gone, permissions
+        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        if args.command == "train":
+            print(interrupted_hint(args), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
         hint = interrupted_hint(args) if args.command == "train" else "its output is incomplete; run it again"

@@ -19,7 +19,7 @@ from .datasets import DATASET_NAMES, REGISTRY
 
 TAU_RULES = ("limits", "uniform")
 UINT32_MAX = 2**32 - 1  # NumPy's legacy seeding takes seeds in [0, 2**32)
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")
 
 
 class ConfigError(ValueError):
@@ -146,7 +146,7 @@ FIELD_KINDS = {
     "int": (_is_int, "an integer"),
     "float": (_is_number, "a finite number"),
     "bool": (lambda v: isinstance(v, bool), "true or false (1/0 on the command line)"),
-    "str": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "str": (lambda v: isinstance(v, str) and v != "" and v.isprintable(), "a non-empty string without control characters"),
     "list[float]": (lambda v: isinstance(v, list) and all(_is_number(t) for t in v), "a list of finite numbers"),
 }
 
@@ -321,7 +321,7 @@ def from_official(tree: dict[str, Any]) -> Config:
             value = bool(value)
         values[name] = value
     loader = tree["data_loader"].get("type")
-    if loader not in _OFFICIAL_LOADERS:
+    if not isinstance(loader, str) or loader not in _OFFICIAL_LOADERS:
         raise ConfigError(f"data_loader.type: {loader!r} is not supported; choose one of {', '.join(_OFFICIAL_LOADERS)}")
     values["dataset"] = _OFFICIAL_LOADERS[loader]
     arch = tree["arch"].get("type")
@@ -359,6 +359,8 @@ def to_official(config: Config) -> dict[str, Any]:
 def load_file(path: str | Path) -> Config:
     """Read a config file (ours or official), as data only."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config: {path} is a folder, not a config file")
     if not path.is_file():
         raise ConfigError(f"config: file not found (got {str(path)!r})")
     try:
@@ -367,20 +369,37 @@ def load_file(path: str | Path) -> Config:
         raise ConfigError(f"config: {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 JSON or YAML") from None
     except OSError as err:
         raise ConfigError(f"config: {path} cannot be read ({err.strerror or err})") from None
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-        try:
-            tree = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config: {path} is not valid YAML: {err}") from None
-    else:
-        try:
-            tree = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"config: {path} is not valid JSON: {err}") from None
+    kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
+    try:
+        tree = _parse_yaml(text) if kind == "YAML" else json.loads(text, object_pairs_hook=_unique_keys)
+    except ValueError as err:  # JSONDecodeError, a repeated key, an integer too long to convert
+        raise ConfigError(f"config: {path} is not valid {kind}: {err}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"config: {path} must hold a mapping at the top level (got {type(tree).__name__})")
     return from_official(tree) if is_official(tree) else from_dict(tree)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A key given twice is a mistake (which one did the user mean?), not "the last one wins"."""
+    keys = [key for key, _ in pairs]
+    repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"key(s) {', '.join(repeated)} given more than once")
+    return dict(pairs)
+
+
+def _parse_yaml(text: str) -> Any:
+    """`yaml.safe_load` (data only, no tags that build objects), refusing repeated keys like JSON."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            return _unique_keys([(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep))
+                                 for k, v in node.value])
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ValueError(str(err)) from None
 
 
 def save(config: Config, path: str | Path) -> None:

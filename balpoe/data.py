@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import Config
+from .config import Config, ConfigError
 from .datasets import RawDataset, load
 
 
@@ -110,8 +110,19 @@ def build_data(config: Config, device: torch.device | str = "cpu", raw: RawDatas
     device = torch.device(device)
     n_max = len(raw.train_labels) // raw.num_classes
     counts = long_tail_counts(n_max, raw.num_classes, config.imb_factor)
+    if min(counts) < 1:
+        empty = [c for c, n in enumerate(counts) if n < 1]
+        raise ConfigError(f"imb_factor: {config.imb_factor:g} leaves class(es) {empty[:5]}{'…' if len(empty) > 5 else ''} "
+                          f"without a training image ({n_max} in the largest class); the smallest usable here is "
+                          f"{1 / n_max:.3g} (got {config.imb_factor!r})")
     keep = long_tail_indices(raw.train_labels, counts, seed=0)
     val_idx, test_idx = stratified_split(raw.test_labels, config.val_fraction, seed=0)
+    per_class = int(np.bincount(raw.test_labels, minlength=raw.num_classes).min())
+    held_out = int(round(config.val_fraction * per_class))
+    if not 0 < held_out < per_class:
+        raise ConfigError(f"val_fraction: {config.val_fraction:g} of {per_class} test images per class leaves "
+                          f"{'no validation' if held_out == 0 else 'no test'} image in some class; choose a share "
+                          f"between {1 / per_class:.3g} and {1 - 1 / per_class:.3g} (got {config.val_fraction!r})")
     return DataBundle(
         train=_to_split(raw.train_images, raw.train_labels, keep, device),
         val=_to_split(raw.test_images, raw.test_labels, val_idx, device),

@@ -308,7 +308,10 @@ DATASET_NAMES = tuple(REGISTRY)
 
 
 def load(dataset: str, data_dir: str | Path, download: bool = True) -> RawDataset:
-    return REGISTRY[dataset].load(Path(data_dir), download)
+    folder = Path(data_dir)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"data_dir: {folder} is a file; point --data-dir at a folder (got {str(data_dir)!r})")
+    return REGISTRY[dataset].load(folder, download)
 
 
 def class_names(dataset: str, data_dir: str | Path) -> list[str] | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import write_json
+from .files import atomic_write
 from .datasets import class_names
 from .progress import BatchProgress, format_duration
 
@@ -39,8 +40,15 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _savez(path: Path, arrays: dict) -> None:
+    with path.open("wb") as handle:  # a handle: np.savez would add ".npz" to the temporary name
+        np.savez(handle, **arrays)
+
+
 def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, log=print, callbacks=None) -> Path:
     """Write one `.npz` per split and `manifest.json` into `output`; returns the manifest's path.
+    Each file is written whole or not at all, and the manifest last: a folder without one is an
+    export that was cut short.
     Prints one line per split as it is done, with the time left at the pace so far. `callbacks` get
     `on_batch_end(trainer, split, done, total)` while a split is predicted (default: a `BatchProgress`
     on stderr, which shows per-batch progress on a terminal; pass () for none)."""
@@ -63,8 +71,9 @@ def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, l
     start, done = time.perf_counter(), 0
     for split in splits:
         logits, labels = trainer.predict(split, callbacks=callbacks)
-        np.savez(folder / f"{split}.npz", logits=logits.numpy().astype(np.float32),
-                 labels=labels.numpy().astype(np.int64), indices=getattr(trainer.data, split).indices)
+        arrays = {"logits": logits.numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64),
+                  "indices": getattr(trainer.data, split).indices}
+        atomic_write(folder / f"{split}.npz", lambda tmp: _savez(tmp, arrays))
         manifest["splits"][split] = {"file": f"{split}.npz", "samples": len(labels),
                                      "logits_shape": list(logits.shape), "source": SOURCES[split]}
         done += sizes[split]

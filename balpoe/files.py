@@ -20,20 +20,32 @@ def atomic_write(path: Path, write) -> None:
 
 
 def writable_folder_problem(folder: str | Path) -> str | None:
-    """Why files cannot be written in `folder` (creating it if needed), or None when they can: a
-    probe file is written and removed, which is what a permission bit, a read-only mount, a path
-    through a file or a full disk would stop."""
-    folder = Path(folder).expanduser()
-    if folder.exists() and not folder.is_dir():
-        return f"{folder} is a file, not a folder"
-    blocker = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        return f"{blocker} is a file, so no folder can be made under it"
-    probe = folder / f".write-probe-{uuid.uuid4().hex}"
+    """Why files cannot be written in `folder`, or None when they can: a probe file is written and
+    removed, which is what a permission bit, a read-only mount, a path through a file, a name too long
+    or a full disk would stop. Folders the probe had to create are removed again, so a run that stops
+    later for another reason leaves nothing behind."""
     try:
+        folder = Path(folder).expanduser()
+    except RuntimeError:  # "~user" that names no user
+        return f"{folder}: '~' names no home directory here"
+    created = []
+    try:
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is a file, not a folder"
+        blocker = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"{blocker} is a file, so no folder can be made under it"
+        created = [p for p in (folder, *folder.parents) if not p.exists()]
         folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{uuid.uuid4().hex}"
         probe.write_text("probe")
         probe.unlink()
     except OSError as err:
         return f"{folder} is not writable ({err.strerror or err})"
+    finally:
+        for made in created:  # deepest first
+            try:
+                made.rmdir()
+            except OSError:
+                break
     return None

@@ -22,6 +22,7 @@ metrics included); `progress.BatchProgress` shows it. The trainer writes no file
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 
@@ -39,6 +40,11 @@ MONITOR = "val_balanced_acc"
 EVAL_BATCH_SIZE = 500
 CHECKPOINT_FORMAT = "balpoe-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: only the loader's RNG state (1 also held global and per-GPU states)
+
+
+class TrainingDiverged(ConfigError):
+    """The loss is no longer a number: the config's step sizes are too large. Raised at the end of the
+    epoch it happened in, before any checkpoint of that epoch is written."""
 
 
 def lr_factor(epoch: int, config: Config) -> float:
@@ -135,6 +141,11 @@ class Trainer:
         seconds = time.perf_counter() - start
         self.epoch += 1
         metrics = {"epoch": self.epoch, "lr": lr, "train_loss": float(loss_sum) / seen}
+        if not math.isfinite(metrics["train_loss"]):
+            raise TrainingDiverged(
+                f"lr: training diverged: the loss became {metrics['train_loss']} in epoch {self.epoch} (lr {lr:g}, "
+                f"norm_scale {self.config.norm_scale:g}, weight_decay {self.config.weight_decay:g}); lower --lr or "
+                f"--norm_scale (got lr {self.config.lr!r})")
         metrics.update({f"train_loss_expert{e}": float(expert_sums[e]) / seen for e in range(experts)})
         metrics.update({"train_acc": float(correct_sum) / seen, "train_seconds": seconds,
                         "train_images_per_s": seen / seconds})

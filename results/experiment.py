@@ -91,7 +91,7 @@ class Experiment:
 
     def compare(self, baseline: "Experiment", metrics: list[str] | None = None) -> pd.DataFrame:
         """Each config of this experiment against the baseline's seed spread."""
-        stats.check_comparable(self.trials, baseline.trials)
+        stats.check_comparable(self.trials, baseline.trials, self.stop_epoch, baseline.stop_epoch, baseline.kind)
         metrics = metrics or [m for m in (self.metric, "test_balanced_acc", "test_full_acc")
                               if m in self.trials.columns]
         return stats.compare_with_baseline(self.trials, baseline.trials, metrics,

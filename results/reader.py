@@ -35,7 +35,7 @@ class TrialFiles:
     failures: int = 0                    # "Failure # N" entries in error.txt
     error: str = ""                      # the last failure's first line
     failed_after_last_report: bool = False
-    skipped_lines: int = 0               # unparsable lines (a report cut off mid-write)
+    skipped_lines: int = 0               # unparsable lines (a report cut off mid-write), rows without an epoch
     last_update: float = field(default=math.nan)
 
     @property
@@ -51,7 +51,8 @@ _row_cache: dict[Path, tuple[tuple[int, int], list[dict], int]] = {}
 
 def read_result_rows(path: Path) -> tuple[list[dict], int]:
     """Rows of a `result.json`, keeping the last row per epoch: a trial restored from a checkpoint
-    repeats the epoch it resumed from. Cached by modification time and size, so re-reading a large,
+    repeats the epoch it resumed from. Lines that are not JSON objects, and rows whose `epoch` (else
+    Tune's `training_iteration`) is not a positive integer, are skipped and counted. Cached by modification time and size, so re-reading a large,
     unchanged experiment (a live page polling it) costs a `stat` per trial."""
     try:
         stat = path.stat()
@@ -72,18 +73,19 @@ def read_result_rows(path: Path) -> tuple[list[dict], int]:
             except json.JSONDecodeError:
                 skipped += 1
                 continue
-            if isinstance(row, dict):
-                by_epoch[row.get("epoch", row.get("training_iteration", len(by_epoch)))] = row
-    rows = [by_epoch[e] for e in sorted(by_epoch, key=_epoch_key)]
+            epoch = row.get("epoch", row.get("training_iteration")) if isinstance(row, dict) else None
+            if not is_count(epoch):  # a damaged row: no epoch to file it under
+                skipped += 1
+                continue
+            by_epoch[epoch] = row if "epoch" in row else {**row, "epoch": epoch}
+    rows = [by_epoch[e] for e in sorted(by_epoch)]
     _row_cache[path] = (key, rows, skipped)
     return rows, skipped
 
 
-def _epoch_key(epoch) -> float:
-    try:
-        return float(epoch)
-    except (TypeError, ValueError):
-        return math.inf
+def is_count(value) -> bool:
+    """A positive whole number that fits the tables' 64-bit integers (an epoch, an epoch count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 2**63
 
 
 def read_json(path: Path, default=None):
@@ -157,7 +159,48 @@ def read_settings(folder: Path) -> dict:
     settings = read_json(path)
     if not isinstance(settings, dict):
         raise ExperimentError(f"{path}: not readable as JSON; the study's settings are damaged")
+    check_settings(settings, path)
     return settings
+
+
+def _is_objective(pair) -> bool:
+    return (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and bool(pair[0])
+            and pair[1] in ("max", "min"))
+
+
+# the study.json fields results reads: what each must be, and the check (absent fields take defaults)
+SETTINGS_CHECKS = {
+    "kind": ('"baseline" or "search"', lambda v: v in ("baseline", "search")),
+    "name": ("a string", lambda v: isinstance(v, str)),
+    "objectives": ('a non-empty list of [metric, "max" or "min"] pairs',
+                   lambda v: isinstance(v, list) and len(v) > 0 and all(map(_is_objective, v))),
+    "seeds": ("a list of integers",
+              lambda v: isinstance(v, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in v)),
+    "num_samples": ("an integer >= 1", is_count),
+    "max_t": ("an integer >= 1 or null", lambda v: v is None or is_count(v)),
+    "grace_period": ("an integer >= 1 or null", lambda v: v is None or is_count(v)),
+    "reduction_factor": ("an integer >= 2", lambda v: is_count(v) and v >= 2),
+    "asha": ("true or false", lambda v: isinstance(v, bool)),
+    "base": ("a mapping of recipe settings", lambda v: isinstance(v, dict)),
+    "versions": ("a mapping", lambda v: isinstance(v, dict)),
+}
+
+
+def check_settings(settings: dict, path: Path) -> None:
+    """The types of the fields results uses, so that a damaged `study.json` is named, not a traceback.
+    (The study driver checks all of it before `resume`; results never imports the driver.)"""
+    for name, (expected, check) in SETTINGS_CHECKS.items():
+        if name in settings and not check(settings[name]):
+            raise ExperimentError(f"{path}: {name} must be {expected} (got {_shown(settings[name])})")
+    base = settings.get("base", {})
+    if "epochs" in base and not is_count(base["epochs"]):
+        raise ExperimentError(f"{path}: base.epochs must be an integer >= 1 (got {_shown(base['epochs'])})")
+
+
+def _shown(value, limit: int = 80) -> str:
+    """A value as study.json spells it, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def read_asha_stopped(folder: Path) -> set[str]:

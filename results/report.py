@@ -4,6 +4,7 @@ figures (PNG) and an `index.html` that shows them all with the resolved settings
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -13,6 +14,7 @@ from . import figures as figure_module
 from .experiment import Experiment
 from .html import escape, experiment_sections, page, provenance_sections, stamp, status_text
 from .reader import ExperimentError
+from .tables import _is_text_or_missing
 
 TABLE_FORMATS = ("csv", "parquet", "md")
 
@@ -30,41 +32,82 @@ def experiment_tables(exp: Experiment, baseline: Experiment | None = None) -> di
     return {name: table for name, table in tables.items() if not table.empty}
 
 
+def table_contents(table: pd.DataFrame) -> dict[str, bytes]:
+    """CSV, Parquet and Markdown of one table, in memory."""
+    return {"csv": table.to_csv(index=False).encode("utf-8"), "parquet": parquet_bytes(table),
+            "md": (table.to_markdown(index=False, floatfmt=".4g") + "\n").encode("utf-8")}
+
+
+def parquet_bytes(table: pd.DataFrame) -> bytes:
+    """The table as Parquet. The tables keep each column to one kind; should a column still mix kinds
+    that Arrow cannot type, it is written as text rather than failing the report."""
+    buffer = io.BytesIO()
+    try:
+        table.to_parquet(buffer, index=False)
+    except (TypeError, ValueError):  # pyarrow's ArrowTypeError / ArrowInvalid
+        text = table.copy()
+        for column in text.columns[text.dtypes == object]:
+            text[column] = text[column].map(lambda v: v if _is_text_or_missing(v) else str(v))
+        buffer = io.BytesIO()
+        text.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
 def export_table(table: pd.DataFrame, folder: Path, name: str) -> list[Path]:
     """CSV, Parquet and Markdown of one table."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{name}.{ext}" for ext in TABLE_FORMATS]
-    table.to_csv(paths[0], index=False)
-    table.to_parquet(paths[1], index=False)
-    paths[2].write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n", encoding="utf-8")
-    return paths
+    return _write(folder, {f"{name}.{ext}": data for ext, data in table_contents(table).items()})
 
 
-def write_figures(exp: Experiment, folder: Path, baseline: Experiment | None = None) -> tuple[dict, dict]:
-    """PNG files of every applicable figure; returns ({file: path}, {file: why it was left out})."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written, skipped = {}, {}
+def render_figures(exp: Experiment, baseline: Experiment | None = None) -> tuple[dict[str, bytes], dict[str, str]]:
+    """PNG images of every applicable figure, in memory; returns ({file: PNG}, {file: why it was left out})."""
+    images, skipped = {}, {}
     for name in figure_module.FIGURES:
         try:
             fig = figure_module.render(name, exp, baseline)
         except figure_module.NotApplicable as reason:
             skipped[name] = str(reason)
             continue
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        written[name] = folder / name
-    return written, skipped
+        try:
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=110)
+        finally:
+            plt.close(fig)
+        images[name] = buffer.getvalue()
+    return images, skipped
+
+
+def write_figures(exp: Experiment, folder: Path, baseline: Experiment | None = None) -> tuple[dict, dict]:
+    """PNG files of every applicable figure; returns ({file: path}, {file: why it was left out})."""
+    images, skipped = render_figures(exp, baseline)
+    return dict(zip(images, _write(folder, images))), skipped
 
 
 def write_report(exp: Experiment, output: str | Path | None = None, baseline: Experiment | None = None) -> Path:
-    """Write the report folder (default `<experiment>/report/`) and return its `index.html`."""
+    """Write the report folder (default `<experiment>/report/`) and return its `index.html`. Every table,
+    figure and the page are made in memory first, so a report that fails (a baseline that is not
+    comparable, a figure that cannot be drawn) writes nothing."""
     folder = Path(output) if output else exp.path / "report"
     tables = experiment_tables(exp, baseline)
-    table_files = {name: export_table(table, folder / "tables", name) for name, table in tables.items()}
-    figures, skipped = write_figures(exp, folder / "figures", baseline)
+    contents = {name: table_contents(table) for name, table in tables.items()}
+    images, skipped = render_figures(exp, baseline)
+    table_files = {name: [folder / "tables" / f"{name}.{ext}" for ext in TABLE_FORMATS] for name in contents}
+    figures = {name: folder / "figures" / name for name in images}
+    html = render_html(exp, tables, table_files, figures, skipped, baseline, folder)
+    for name, data in contents.items():
+        _write(folder / "tables", {f"{name}.{ext}": data[ext] for ext in TABLE_FORMATS})
+    _write(folder / "figures", images)
     index = folder / "index.html"
-    index.write_text(render_html(exp, tables, table_files, figures, skipped, baseline, folder), encoding="utf-8")
+    index.write_text(html, encoding="utf-8")
     return index
+
+
+def _write(folder: Path, files: dict[str, bytes]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        paths.append(folder / name)
+    return paths
 
 
 # --- HTML ------------------------------------------------------------------------------------------

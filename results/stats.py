@@ -75,20 +75,37 @@ def aggregate_seeds(trials: pd.DataFrame, metrics: list[str], statuses=("finishe
 
 
 class NotComparable(ValueError):
-    """The baseline ran other data or another budget; the message names the field."""
+    """The baseline ran other data or another budget, or is no baseline; the message names the field."""
 
 
-def check_comparable(trials: pd.DataFrame, baseline: pd.DataFrame) -> None:
-    """A comparison is only meaningful on the same data and budget."""
+def check_comparable(trials: pd.DataFrame, baseline: pd.DataFrame, stop_epoch: int | None = None,
+                     baseline_stop_epoch: int | None = None, baseline_kind: str = "baseline") -> None:
+    """A comparison is only meaningful on the same data and budget — the same recipe (`epochs`) stopped
+    at the same epoch (`--max-t`: the stop epochs, the experiments' own or else their trials') — against
+    the seeds of a baseline (`baseline_kind`), not another search's configurations."""
     for column in ("dataset", "imb_factor", "epochs"):
         ours, theirs = _values(trials, column), _values(baseline, column)
         if ours and theirs and ours != theirs:
             raise NotComparable(f"--baseline: it differs in {column} ({', '.join(map(str, sorted(theirs)))} vs "
                              f"{', '.join(map(str, sorted(ours)))}); compare experiments of the same data and epochs")
+    ours = {str(stop_epoch)} if stop_epoch is not None else _values(trials, "stop_epoch", whole=True)
+    theirs = {str(baseline_stop_epoch)} if baseline_stop_epoch is not None else \
+        _values(baseline, "stop_epoch", whole=True)
+    if ours and theirs and ours != theirs:
+        raise NotComparable(f"--baseline: its trials stop at epoch {', '.join(sorted(theirs, key=int))}, this "
+                            f"experiment's at epoch {', '.join(sorted(ours, key=int))} (--max-t); compare "
+                            f"experiments whose trials stop at the same epoch")
+    if baseline_kind != "baseline":
+        raise NotComparable(f"--baseline: it is a {baseline_kind!r} experiment, not a 'baseline' one; compare with "
+                            f"the seeds of a baseline (python -m study.run baseline --seeds ...) trained on the "
+                            f"same data to the same epoch")
 
 
-def _values(frame: pd.DataFrame, column: str) -> set:
-    return set(frame[column].dropna().astype(str)) if column in frame else set()
+def _values(frame: pd.DataFrame, column: str, whole: bool = False) -> set:
+    if column not in frame:
+        return set()
+    values = frame[column].dropna()
+    return set((values.astype("int64") if whole else values).astype(str))
 
 
 def noise_test(values: np.ndarray, baseline: np.ndarray, level: float = NOISE_LEVEL) -> tuple[bool | None, str]:

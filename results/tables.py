@@ -13,7 +13,7 @@ import pandas as pd
 
 from balpoe.config import Config, ConfigError, format_tau_list
 
-from .reader import TrialFiles
+from .reader import TrialFiles, is_count
 
 STATUSES = ("finished", "asha_stopped", "unfinished", "errored")
 # config values every trials table shows, varying or not: they say what was trained
@@ -29,6 +29,15 @@ NOT_EPOCH_METRICS = {"config", "date", "pid", "hostname", "node_ip", "checkpoint
                      "seed", "planned_epochs", "stop_epoch", "best_epoch", "node_id"}
 END_OF_TRAINING_PREFIXES = ("test_", "shift_")
 PROVENANCE = ("toolkit", "commit", "python", "torch", "ray", "optuna")
+# what the tables' columns hold, whatever a damaged report row says: metrics are numbers (anything else is
+# NaN, so statistics, sorting and Parquet work), words are text
+NUMERIC_PREFIXES = ("val_", "test_", "shift_", "train_", "best_", "time_")
+NUMERIC_COLUMNS = {"epoch", "epochs_run", "stop_epoch", "epochs", "imb_factor", "num_experts", "mixup_alpha", "seed",
+                   "tau_spread", "wall_time_s", "peak_memory_mb", "failures", "timestamp", "lr"}
+TEXT_COLUMNS = {"trial_id", "dataset", "tau_list", "device", "gpu_ids", "host", "node_ip", "node_id", "error",
+                "folder", *PROVENANCE}
+# key config values taken from the last report when the trial's config is unreadable, by the type they must have
+WHOLE_KEYS = {"epochs": 1, "num_experts": 1, "seed": 0}  # the smallest value each may take
 
 
 def trial_config(files: TrialFiles) -> dict:
@@ -48,7 +57,7 @@ def trial_config(files: TrialFiles) -> dict:
 def trial_status(files: TrialFiles, stop_epoch: int | None, asha_stopped: set[str]) -> str:
     """finished: reached its stop epoch (the last, or `--max-t`); asha_stopped: stopped on purpose
     before it; errored: failed after its last report; unfinished: anything else."""
-    epochs_run = int(files.rows[-1].get("epoch", 0)) if files.rows else 0
+    epochs_run = files.rows[-1]["epoch"] if files.rows else 0  # the reader keeps rows with a whole epoch only
     if stop_epoch and epochs_run >= stop_epoch:
         return "finished"
     if files.trial_id in asha_stopped:
@@ -61,13 +70,14 @@ def trial_status(files: TrialFiles, stop_epoch: int | None, asha_stopped: set[st
 def trial_row(files: TrialFiles, settings: dict, asha_stopped: set[str], objectives: list[list[str]]) -> dict:
     config = trial_config(files)
     last = files.rows[-1] if files.rows else {}
-    planned = _first_number(last.get("planned_epochs"), config.get("epochs"), settings.get("base", {}).get("epochs"))
-    stop = _first_number(last.get("stop_epoch"), (files.params or {}).get("stop_epoch"), settings.get("max_t"), planned)
+    # epoch counts that are not whole numbers >= 1 (1e400, "2", 1.5) count as missing
+    planned = _first_count(last.get("planned_epochs"), config.get("epochs"), settings.get("base", {}).get("epochs"))
+    stop = _first_count(last.get("stop_epoch"), (files.params or {}).get("stop_epoch"), settings.get("max_t"), planned)
     row = {"trial_id": files.trial_id,
-           "status": trial_status(files, int(stop) if stop else None, asha_stopped),
-           "epochs_run": int(last.get("epoch", 0)) if last else 0,
-           "stop_epoch": int(stop) if stop else None}
-    row.update({k: config.get(k, last.get(k)) for k in KEY_CONFIG})
+           "status": trial_status(files, stop, asha_stopped),
+           "epochs_run": last.get("epoch", 0),
+           "stop_epoch": stop}
+    row.update({k: config[k] if k in config else _key_value(k, last.get(k)) for k in KEY_CONFIG})
     row["epochs"] = planned
     row.update({f"config_{k}": v for k, v in config.items() if k not in KEY_CONFIG and k not in NOT_RECIPE})
     row.update({k: v for k, v in last.items() if k.startswith("val_")})
@@ -104,7 +114,7 @@ def trials_table(all_files: list[TrialFiles], settings: dict, asha_stopped: set[
     fixed = [c for c in table.columns if c.startswith("config_") and c not in varying]
     table = table.drop(columns=fixed).rename(columns={c: c.removeprefix("config_") for c in varying})
     table["status"] = pd.Categorical(table["status"], categories=STATUSES)
-    return table.reset_index(drop=True)
+    return tidy_columns(table).reset_index(drop=True)
 
 
 def epochs_table(all_files: list[TrialFiles]) -> pd.DataFrame:
@@ -117,9 +127,28 @@ def epochs_table(all_files: list[TrialFiles]) -> pd.DataFrame:
             rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["trial_id", "epoch"])
-    table = pd.DataFrame(rows)
+    table = tidy_columns(pd.DataFrame(rows))
     first = ["trial_id", "epoch"]
     return table[first + [c for c in table.columns if c not in first]]
+
+
+def tidy_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns of one kind each, whatever damaged report rows hold: metric columns (and any other column
+    holding numbers) numeric, with a value that is not a number (a string, a bool, a list) as NaN; text
+    columns text. So sorting, statistics and Parquet never meet a mixed column."""
+    table = table.copy()
+    for column in table.columns:
+        values = table[column]
+        if values.dtype != object:
+            continue
+        numeric = column in NUMERIC_COLUMNS or str(column).startswith(NUMERIC_PREFIXES)
+        if numeric or (column not in TEXT_COLUMNS and any(_is_number(v) for v in values)):
+            table[column] = pd.to_numeric(values.map(lambda v: v if _is_number(v) else np.nan))
+            continue
+        kinds = {type(v) for v in values if not _is_text_or_missing(v) or isinstance(v, str)}
+        if (kinds - {str} and column in TEXT_COLUMNS) or len(kinds) > 1 or kinds & {list, dict}:
+            table[column] = values.map(lambda v: v if _is_text_or_missing(v) else str(v))
+    return table
 
 
 def pareto_front(frame: pd.DataFrame, objectives: list[list[str]]) -> pd.Series:
@@ -134,8 +163,32 @@ def pareto_front(frame: pd.DataFrame, objectives: list[list[str]]) -> pd.Series:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    """A number a float64 or int64 column can hold, not NaN (bools are not numbers here)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -2**63 <= value < 2**63
+    return isinstance(value, float) and not math.isnan(value)
 
 
-def _first_number(*values):
-    return next((v for v in values if _is_number(v)), None)
+def _is_text_or_missing(value) -> bool:
+    return value is None or isinstance(value, str) or (isinstance(value, float) and math.isnan(value))
+
+
+def _first_count(*values) -> int | None:
+    """The first whole number >= 1 (integral floats such as 2.0 included); None when there is none."""
+    for value in values:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if is_count(value):
+            return value
+    return None
+
+
+def _key_value(key: str, value):
+    """A key config value from a report row, or None when it is not of the key's type."""
+    if key in WHOLE_KEYS:
+        return value if _is_number(value) and isinstance(value, int) and value >= WHOLE_KEYS[key] else None
+    if key in ("dataset", "tau_list"):
+        return value if isinstance(value, str) else None
+    return value if _is_number(value) else None

@@ -38,6 +38,8 @@ def resolve_ranges(space: ModuleType, overrides: dict[str, tuple[float, float]] 
             raise SpaceError(f"--range: {name} needs finite bounds (got {low}:{high})")
         if name not in ranges:
             raise SpaceError(f"--range: {name!r} is not a parameter of this space ({', '.join(ranges)})")
+        if space.PARAMS[name][2] == "int" and not (float(low).is_integer() and float(high).is_integer()):
+            raise SpaceError(f"--range: {name} takes whole numbers (got {low}:{high})")
         limit = space.LOWER_LIMITS[name]
         if low < limit:
             raise SpaceError(f"--range: {name} must stay in [{limit}, ∞); got {low}:{high}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import math
 import os
@@ -101,16 +102,22 @@ def init_local_ray(dashboard_host: str = "127.0.0.1", **init_kwargs):
     return context
 
 
-def check_port(host: str, port: int, option: str, holder: str) -> None:
+def check_port(host: str, port: int, option: str, holder: str, host_option: str = "--dashboard-host") -> None:
     """A port in range that this machine can listen on now (Ray would fail later, or pick another)."""
     if not 1 <= port <= 65535:
         raise StudyError(f"{option}: must be in 1…65535 (got {port})")
+    if not host:
+        raise StudyError(f"{host_option}: name an interface, e.g. 127.0.0.1 (got '')")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: closed connections don't count
         try:
             probe.bind((host, port))
+        except socket.gaierror as err:
+            raise StudyError(f"{host_option}: {host!r} is no address of this machine ({err.strerror})") from None
         except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:
+                raise StudyError(f"{host_option}: {host} is no address of this machine ({err.strerror})") from None
             raise StudyError(f"{option}: cannot listen on {host}:{port} ({err.strerror}); {holder}: choose "
                              f"another {option}") from None
 
@@ -120,8 +127,8 @@ def check_cluster_options(args) -> None:
     interval = getattr(args, "progress_interval", 1.0)
     if not (math.isfinite(interval) and interval > 0):
         raise StudyError(f"--progress-interval: must be a number of seconds > 0 (got {interval})")
-    if not (math.isfinite(args.connect_timeout) and args.connect_timeout > 0):
-        raise StudyError(f"--connect-timeout: must be a number of seconds > 0 (got {args.connect_timeout})")
+    if not (math.isfinite(args.connect_timeout) and 0 < args.connect_timeout <= 3600):
+        raise StudyError(f"--connect-timeout: must be a number of seconds in (0, 3600] (got {args.connect_timeout})")
     if args.address:
         probe_address(args.address, args.connect_timeout)
         return  # the cluster's own size and ports are checked once connected
@@ -136,9 +143,12 @@ def check_cluster_options(args) -> None:
 def probe_address(address: str, timeout_s: float) -> None:
     """Before anything else: a TCP connection to `--address` (host:port or ray://host:port), so that a
     refused or silent port is answered at once, or after `timeout_s`, not after Ray's minutes of retries."""
+    if address == "auto":
+        return  # Ray reads the address of the cluster started here, and says when there is none
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not (host and port.isdigit()):
-        return  # "auto": Ray reads the address of the cluster started here, and says when there is none
+    if not (host.strip("[]") and port.isdigit() and 1 <= int(port) <= 65535):
+        raise StudyError(f"--address: expected auto, HOST:PORT or ray://HOST:PORT with a port in 1…65535 "
+                         f"(got {address!r})")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as err:

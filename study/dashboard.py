@@ -48,11 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
 
 
-def check_page_options(host: str, port: int, refresh: int, option: str = "--port") -> None:
-    """Before Ray starts: a usable port that nothing else holds, and a sane refresh interval."""
+def check_page_options(host: str, port: int, refresh: int, option: str = "--port", host_option: str = "--host",
+                       probe: bool = True) -> None:
+    """Before Ray starts: a sane refresh interval and, when the page will be served (`probe`), a usable
+    port that nothing else holds."""
     if refresh < 1:
         raise StudyError(f"--refresh: must be >= 1 second (got {refresh})")
-    check_port(host, port, option, "another program (or another results page) may hold it")
+    if not 1 <= port <= 65535:
+        raise StudyError(f"{option}: must be in 1…65535 (got {port})")
+    if not probe:
+        return
+    check_port(host, port, option, "another program (or another results page) may hold it", host_option)
     if host not in LOOPBACK:
         print(f"warning: the results page will listen on {host}:{port}; anyone who can reach it can read every "
               f"experiment under the storage path", file=sys.stderr)
@@ -122,6 +128,8 @@ def run(args: argparse.Namespace, open_experiment) -> int:
                          "and its page, end with this command)")
     if not args.stop:
         check_page_options(args.host, args.port, args.refresh)
+        if not args.address and args.port == args.dashboard_port:
+            raise StudyError(f"--port: {args.port} is also the Ray dashboard's port; choose another --port or --dashboard-port")
     check_cluster_options(args)
     if args.address:
         context = connect(args.address, args.connect_timeout, log_to_driver=False, logging_level=logging.WARNING)

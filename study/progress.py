@@ -26,7 +26,7 @@ class CompactProgress(Callback):
         self.planned, self.expected = settings.stop_epoch, settings.expected_trials
         self.rungs = [r for r in asha_rungs(settings.grace_period, settings.reduction_factor, settings.stop_epoch)
                       if r < self.planned] if settings.asha else []
-        self.reduction = settings.reduction_factor
+        self.reduction, self.max_failures = settings.reduction_factor, settings.max_failures
         self.interval, self.stream = interval, stream
         self.trials: dict[str, dict] = {}
         self._start_clock()
@@ -67,7 +67,9 @@ class CompactProgress(Callback):
             state["best"] = value
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._print(f"  trial {trial.trial_id} failed; it restarts from its last checkpoint while retries remain")
+        retry = (f"it restarts from its last checkpoint while retries remain (--max-failures {self.max_failures})"
+                 if self.max_failures else "no retry (--max-failures 0)")
+        self._print(f"  trial {trial.trial_id} failed; {retry}")
 
     def on_step_end(self, iteration, trials, **info):
         now = time.monotonic()

@@ -37,6 +37,14 @@ def objective(text: str) -> list[str]:
     return [metric, mode or "max"]
 
 
+def distinct_ranges(ranges: list[tuple[str, tuple[float, float]]]) -> dict:
+    names = [name for name, _ in ranges]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise StudyError(f"--range: {', '.join(repeated)} given more than once; give each parameter one range")
+    return dict(ranges)
+
+
 def value_range(text: str) -> tuple[str, tuple[float, float]]:
     name, _, bounds = text.partition("=")
     low, _, high = bounds.partition(":")
@@ -170,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- turning arguments into checked settings (no Ray yet) ---------------------------------------
 def base_config(args: argparse.Namespace) -> Config:
+    if args.config and args.preset != "paper":
+        raise StudyError(f"--preset: {args.preset} would replace values of --config {args.config}; use one of "
+                         f"them, and recipe options for changes")
     base = load_file(args.config) if args.config else Config()
     base = base.replace(**PRESETS[args.preset]) if PRESETS[args.preset] else base
     overrides = recipe_overrides(args)
@@ -180,7 +191,12 @@ def base_config(args: argparse.Namespace) -> Config:
 
 
 def storage_root(path: str) -> str:
-    return path if is_uri(path) else str(Path(path).expanduser().resolve())
+    if not path:
+        raise StudyError("--storage-path: name a folder, e.g. ./runs (got '')")
+    try:
+        return path if is_uri(path) else str(Path(path).expanduser().resolve())
+    except RuntimeError:  # "~user" that names no user
+        raise StudyError(f"--storage-path: '~' names no home directory here (got {path!r})") from None
 
 
 def check_writable(settings: StudySettings) -> None:
@@ -211,7 +227,7 @@ def default_name(kind: str, space: str | None, preset: str) -> str:
 def settings_from_args(args: argparse.Namespace) -> StudySettings:
     config = base_config(args)
     kind = args.command
-    name = args.name or default_name(kind, getattr(args, "space", None), args.preset)
+    name = args.name if args.name is not None else default_name(kind, getattr(args, "space", None), args.preset)
     settings = StudySettings(
         kind=kind, name=name, storage_path=storage_root(args.storage_path), base=config.to_dict(),
         seeds=list(args.seeds) if kind == "baseline" else [config.seed],
@@ -219,7 +235,8 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         max_concurrent=args.max_concurrent, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints, max_failures=args.max_failures, versions=versions())
     if kind == "search":
-        settings.space, settings.ranges = args.space, dict(args.range)
+        settings.space, settings.ranges = args.space, distinct_ranges(args.range)
+        check_not_searched(args, settings.space)
         settings.num_samples, settings.objectives = args.num_samples, args.objectives
         settings.sampler_seed, settings.asha = args.sampler_seed, not args.no_asha
         settings.grace_period, settings.reduction_factor, settings.max_t = (
@@ -230,6 +247,18 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     settings.validate()
     check_writable(settings)
     return settings
+
+
+def check_not_searched(args: argparse.Namespace, space_name: str) -> None:
+    """A recipe option the search space samples would be overwritten in every trial: refuse it."""
+    from search_spaces import get_space
+    space = get_space(space_name)
+    searched = set(space.to_overrides(dict(space.PAPER_POINT), Config()))
+    given = sorted(searched & set(recipe_overrides(args)))
+    if given:
+        raise StudyError(f"--space {space_name}: it samples {', '.join(sorted(searched))}, so "
+                         f"{', '.join('--' + g for g in given)} would be overwritten in every trial; drop "
+                         f"{'it' if len(given) == 1 else 'them'}, or change the range with --range")
 
 
 def experiment_folder(name: str, storage_path: str) -> Path:
@@ -450,8 +479,10 @@ def main(argv: list[str] | None = None) -> int:
             return {"show": show, "report": report, "export": export}[args.command](args)
         if args.command == "dashboard":
             return dashboard.run(args, open_experiment)
-        if args.serve_results:
-            dashboard.check_page_options(args.results_host, args.results_port, args.refresh, "--results-port")
+        dashboard.check_page_options(args.results_host, args.results_port, args.refresh, "--results-port",
+                                     "--results-host", probe=args.serve_results)
+        if args.serve_results and not args.address and args.results_port == args.dashboard_port:
+            raise StudyError(f"--results-port: {args.results_port} is also the Ray dashboard's port; choose another")
         check_cluster_options(args)
         if args.command == "resume":
             settings = resume_settings(args)

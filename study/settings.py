@@ -88,9 +88,10 @@ class StudySettings:
                              f"Optuna database beside the trials, so use a filesystem path (shared on clusters)")
         if self.kind not in ("baseline", "search"):
             raise StudyError(f"unknown study kind {self.kind!r}")
-        if not self.name or "/" in self.name or self.name in (".", "..") or not self.name.isprintable():
+        if (not self.name or "/" in self.name or self.name in (".", "..") or not self.name.isprintable()
+                or len(self.name.encode()) > 200):
             raise StudyError(f"--name: must be a folder name: not empty, no '/', not '.' or '..', no control "
-                             f"characters (got {self.name!r})")
+                             f"characters, at most 200 bytes (got {self.name!r:.80})")
         if self.kind == "baseline" and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise StudyError(f"--seeds: need one or more distinct seeds (got {self.seeds})")
         for seed in self.seeds:
@@ -108,6 +109,12 @@ class StudySettings:
                 self.startup_trials = default_startup_trials(self.num_samples)
             if self.startup_trials < 1:
                 raise StudyError(f"--startup-trials: must be >= 1 (got {self.startup_trials})")
+        if not self.objectives or not all(isinstance(o, (list, tuple)) and len(o) == 2
+                                          and all(isinstance(x, str) for x in o) for o in self.objectives):
+            raise StudyError(f"--objectives: one or more METRIC:MODE pairs (got {self.objectives!r})")
+        metrics = [metric for metric, _ in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise StudyError(f"--objectives: each metric once (got {' '.join(metrics)})")
         for metric, mode in self.objectives:
             if metric.startswith("test_"):
                 raise StudyError(f"--objectives: {metric} is a test metric; searches optimise validation "
@@ -118,10 +125,12 @@ class StudySettings:
                 raise StudyError(f"--objectives: mode for {metric} must be max or min (got {mode!r})")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise StudyError(f"--max-concurrent: must be >= 1 (got {self.max_concurrent})")
-        max_t = self.max_t or config.epochs
+        max_t = self.max_t if self.max_t is not None else config.epochs
         if not 1 <= max_t <= config.epochs:
             raise StudyError(f"--max-t: must be in [1, epochs={config.epochs}] (got {self.max_t})")
         grace = self.grace_period if self.grace_period is not None else default_grace_period(config, max_t)
+        if grace < 1:
+            raise StudyError(f"--grace-period: must be >= 1 epoch (got {grace})")
         if self.asha and not 1 <= grace <= max_t:
             raise StudyError(f"--grace-period: {grace} is beyond the {max_t} epochs a trial runs; "
                              f"choose 1…{max_t} or --no-asha")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -61,7 +62,7 @@ def test_a_gpu_this_machine_lacks(capsys):
     ("true.json", '{"batch_size": true}', "batch_size: must be an integer (got True)"),
     ("float.json", '{"epochs": 2.5}', "epochs: must be an integer (got 2.5)"),
     ("flag.json", '{"use_norm": 1}', "use_norm: must be true or false"),
-    ("device.yaml", "device: 5\n", "device: must be a non-empty string (got 5)"),
+    ("device.yaml", "device: 5\n", "device: must be a non-empty string without control characters (got 5)"),
     ("letters.yaml", 'tau_list: [0, "a", 2]\n', "tau_list: item 1 must be a finite number (got 'a'"),
     ("null.json", '{"tau_list": [0, null, 2]}', "tau_list: item 1 must be a finite number (got None"),
     ("rule.json", '{"tau_list": "limits", "tau_min": "0", "tau_max": 2}', "tau_min: must be a finite number (got '0')"),
@@ -199,7 +200,7 @@ def test_a_checkpoint_write_cut_short(exception, code, message, tmp_path, cifar1
 def test_sigterm_on_train_prints_the_resume_hint(tmp_path):
     run = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "balpoe", "train", "--dataset", "synthetic-lt", "--epochs", "200", "--bs", "16",
+        [sys.executable, "-m", "balpoe", "train", "--dataset", "synthetic-lt", "--imb-factor", "0.1", "--epochs", "200", "--bs", "16",
          "--save_period", "1", "--device", "cpu", "--save-dir", str(run)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
@@ -211,3 +212,91 @@ def test_sigterm_on_train_prints_the_resume_hint(tmp_path):
     assert "interrupted: the last complete checkpoint is" in err and "Traceback" not in err
     last = err.split("the last complete checkpoint is ")[1].split(";")[0]
     assert load_checkpoint(last)["epoch"] >= 1 and not list(run.glob("*.tmp"))
+
+
+SYNTHETIC = ["--dataset", "synthetic-lt", "--imb-factor", "0.1", "--epochs", "1", "--bs", "64", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--val-fraction", "0.01"], "val_fraction: 0.01 of 20 test images per class leaves no validation image"),
+    (["--val-fraction", "0.99"], "val_fraction: 0.99 of 20 test images per class leaves no test image"),
+    (["--imb-factor", "0.001"], "imb_factor: 0.001 leaves class(es) [6, 7, 8, 9] without a training image"),
+    (["--lr", "1e30"], "lr: training diverged: the loss became nan in epoch 1"),
+    (["--device", "cuda:99999999999999999999"], "device: must be auto, cpu, cuda, cuda:N or mps"),
+    (["--save_dir", "bad\nname"], "save_dir: must be a non-empty string without control characters"),
+])
+def test_values_that_only_the_data_or_the_first_epoch_can_judge(argv, message, tmp_path, capsys):
+    code, err = train([*SYNTHETIC, "--save_dir", str(tmp_path / "run"), *argv], capsys)
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not list(tmp_path.glob("run/*.pth"))
+
+
+def test_a_new_run_never_writes_into_an_earlier_one(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train([*SYNTHETIC, "--save_dir", str(run), "--save_period", "1"], capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    code, err = train([*SYNTHETIC, "--save_dir", str(run), "--seed", "2"], capsys)
+    assert code == 2 and f"save_dir: {run} already holds a run (checkpoint-epoch1.pth, metrics.json" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("twice.json", '{"lr": 0.5, "lr": 0.2}', "not valid JSON: key(s) lr given more than once"),
+    ("twice.yaml", "lr: 0.5\nlr: 0.2\n", "not valid YAML: key(s) lr given more than once"),
+    ("huge.json", '{"seed": ' + "9" * 5000 + "}", "not valid JSON: Exceeds the limit (4300 digits)"),
+    ("loader.json", '{"arch": {"type": "ResNet32Model"}, "data_loader": {"type": [1]}}',
+     "data_loader.type: [1] is not supported"),
+])
+def test_config_files_that_parse_badly(name, text, message, tmp_path, capsys):
+    (tmp_path / name).write_text(text)
+    code, err = train(["-c", str(tmp_path / name)], capsys)
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_data_dir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    code, err = train(["--dataset", "fashion-mnist-lt", "--data-dir", str(tmp_path / "file")], capsys)
+    assert code == 2 and f"data_dir: {tmp_path / 'file'} is a file; point --data-dir at a folder" in err
+
+
+def test_checkpoint_arguments_and_outputs_that_cannot_work(tmp_path, cifar10_dir, capsys):
+    state = Trainer(tiny_config(cifar10_dir, tmp_path)).state_dict()
+    checkpoint = tmp_path / "good.pth"
+    save_checkpoint(state, checkpoint)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    for key, value, message in (("version", "x", "its format version must be an integer (got 'x')"),
+                                ("class_counts", "abc", "num_classes and class_counts must be")):
+        save_checkpoint({**state, key: value}, tmp_path / "odd.pth")
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            load_checkpoint(tmp_path / "odd.pth")
+    cases = [
+        (["evaluate", str(checkpoint), "--output", str(checkpoint)], "--output: ", "is the checkpoint itself"),
+        (["evaluate", str(checkpoint), "--output", str(tmp_path)], "--output: ", "is a folder"),
+        (["evaluate", ""], "checkpoint: name a .pth file (got '')", ""),
+        (["export-logits", str(tmp_path)], "is a folder; name a .pth file in it", ""),
+        (["evaluate", str(tmp_path / "empty.pth")], "an empty file (0 bytes), not a checkpoint", ""),
+        (["train", "--resume", ""], "is a folder; name a .pth file in it", ""),
+    ]
+    for argv, message, more in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and more in err and "Traceback" not in err, err
+    assert load_checkpoint(checkpoint)["epoch"] == 0  # untouched
+
+
+def test_an_export_cut_short_by_a_full_disk_leaves_no_partial_file(tmp_path, cifar10_dir, capsys, monkeypatch):
+    trainer = Trainer(tiny_config(cifar10_dir, tmp_path))
+    checkpoint = tmp_path / "good.pth"
+    save_checkpoint(trainer.state_dict(), checkpoint)
+    real_savez = np.savez
+
+    def savez(handle, **arrays):
+        if arrays["labels"].shape[0] == 80:  # the test split, after train and val were written
+            handle.write(b"PK partial")
+            raise OSError(28, "No space left on device", str(tmp_path / "logits" / "test.npz.tmp"))
+        real_savez(handle, **arrays)
+    monkeypatch.setattr(np, "savez", savez)
+    assert main(["export-logits", str(checkpoint), "--output", str(tmp_path / "logits")]) == 1
+    err = capsys.readouterr().err
+    assert "test.npz.tmp: No space left on device" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "logits").iterdir()) == ["train.npz", "val.npz"]  # no manifest

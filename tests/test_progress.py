@@ -17,9 +17,9 @@ TIMING = {"train_seconds", "train_images_per_s", "epoch_seconds"}
 
 
 def small_trainer(tmp_path, **overrides) -> Trainer:
-    """Synthetic long-tailed data: 143 train images (9 batches of 16, the last of 15), 40 val, 160 test,
+    """Synthetic long-tailed data: 239 train images (9 batches of 27, the last of 23), 40 val, 160 test,
     200 test_full."""
-    values = dict(dataset="synthetic-lt", epochs=1, batch_size=16, warmup_epochs=1, step1=1, step2=1,
+    values = dict(dataset="synthetic-lt", imb_factor=0.1, epochs=1, batch_size=27, warmup_epochs=1, step1=1, step2=1,
                   device="cpu", save_dir=str(tmp_path))
     values.update(overrides)
     return Trainer(Config(**values))
@@ -149,8 +149,8 @@ def test_batch_progress_on_a_terminal_rewrites_one_line_and_clears_it(tmp_path, 
     text = stream.getvalue()
     assert "\n" not in text and text.startswith("\r")
     # one second per batch, 16 images per batch: 16 img/s, and 4 batches (seconds) left after the 5th
-    assert "\repoch 1/200  train 5/9 batches  16 img/s  eta 00:04" in text
-    assert "train 8/9 batches  16 img/s  eta 00:01" in text
+    assert "\repoch 1/200  train 5/9 batches  27 img/s  eta 00:04" in text
+    assert "train 8/9 batches  27 img/s  eta 00:01" in text
     assert "9/9" not in text                                      # the last batch clears instead
     assert re.search(r"\r +\r$", text)                            # blanked when the phase completes
     assert render(text) == [""]                                   # nothing left on the screen
@@ -181,8 +181,8 @@ def test_batch_progress_in_a_log_writes_plain_lines(tmp_path, monkeypatch):
     assert "\r" not in text and text.endswith("\n")
     lines = text.splitlines()
     assert len(lines) == 9 and lines[0] == "epoch 1/1  train 1/9 batches"
-    assert lines[4] == "epoch 1/1  train 5/9 batches  16 img/s  eta 00:04"
-    assert lines[-1] == "epoch 1/1  train 9/9 batches  16 img/s  took 00:08"  # 143 - 16 images in 8 s
+    assert lines[4] == "epoch 1/1  train 5/9 batches  27 img/s  eta 00:04"
+    assert lines[-1] == "epoch 1/1  train 9/9 batches  27 img/s  took 00:08"  # 8 batches of 27 after the first, in 8 s
 
 
 def test_batch_progress_in_a_log_is_silent_for_short_phases_and_paced_for_long_ones(tmp_path):

@@ -67,6 +67,23 @@ def no_ray_left():
     (["baseline", "--dataset", "cifar10-lt", "--data-dir", "/nonexistent-data", "--download", "0"],
      "data_dir: CIFAR10 files not found in /nonexistent-data/cifar-10-batches-py"),
     (["baseline", "--address", "127.0.0.1:1"], "--address: nothing answers at 127.0.0.1:1"),
+    (["baseline", "--address", "ray://"], "--address: expected auto, HOST:PORT or ray://HOST:PORT"),
+    (["baseline", "--address", "127.0.0.1:99999"], "with a port in 1…65535 (got '127.0.0.1:99999')"),
+    (["baseline", "--connect-timeout", "1e300"], "--connect-timeout: must be a number of seconds in (0, 3600]"),
+    (["baseline", "--name", ""], "--name: must be a folder name"),
+    (["baseline", "--name", ".."], "--name: must be a folder name"),
+    (["baseline", "--cpus-per-trial", "nan"], "--cpus-per-trial: must be a number > 0 (got nan)"),
+    (["baseline", "--dashboard-host", ""], "--dashboard-host: name an interface"),
+    (["baseline", "--dashboard-host", "999.1.1.1"], "--dashboard-host: '999.1.1.1' is no address of this machine"),
+    (["baseline", "--results-port", "0"], "--results-port: must be in 1…65535 (got 0)"),
+    (["baseline", "--serve-results", "--results-port", "8265"], "--results-port: 8265 is also the Ray dashboard's"),
+    (["search", "--max-t", "0"], "--max-t: must be in [1, epochs=200] (got 0)"),
+    (["search", "--no-asha", "--grace-period", "-5"], "--grace-period: must be >= 1 epoch (got -5)"),
+    (["search", "--objectives", "val_acc:max", "val_acc:min"], "--objectives: each metric once"),
+    (["search", "--mixup_alpha", "0.2"], "--space alpha_tau: it samples mixup_alpha, tau_list, so --mixup_alpha"),
+    (["search", "--range", "mixup_alpha=0:1", "--range", "mixup_alpha=0:0.5"], "--range: mixup_alpha given more"),
+    (["search", "--space", "experts", "--range", "num_experts=2.5:2.7"], "--range: num_experts takes whole numbers"),
+    (["search", "--preset", "smoke", "-c", "/nonexistent.json"], "--preset: smoke would replace values of --config"),
 ])
 def test_bad_input_is_rejected_before_ray_starts(argv, message, tmp_path, capsys):
     import ray

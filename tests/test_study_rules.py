@@ -45,7 +45,7 @@ def test_a_second_driver_on_the_same_experiment_is_refused_naming_the_first(tmp_
 
 def fake_settings(**overrides):
     values = dict(metric="val_balanced_acc", mode="max", stop_epoch=4, expected_trials=3, asha=True,
-                  grace_period=1, reduction_factor=2)
+                  grace_period=1, reduction_factor=2, max_failures=2)
     values.update(overrides)
     return SimpleNamespace(**values)
 
