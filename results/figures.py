@@ -78,8 +78,9 @@ def learning_curves(exp) -> plt.Figure:
                 axis.plot(last["epoch"], last[metric] * scale, "x", color=line.get_color(), ms=8, mew=2)
         _finish(axis, "epoch", label, "", legend=False)
     axes[0].set_title("learning curves (× = stopped by ASHA)")
-    if not many:
-        axes[1].legend(fontsize="small", title="trial")
+    labelled = [axis for axis in axes if axis.get_legend_handles_labels()[0]]  # a metric may be missing
+    if not many and labelled:
+        labelled[-1].legend(fontsize="small", title="trial")
     return fig
 
 

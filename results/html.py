@@ -81,7 +81,8 @@ def experiment_sections(exp: Experiment, tables: dict, figure_srcs: dict, skippe
     from .console import default_columns
     parts = []
     if exp.skipped_lines:
-        parts.append(f'<p class="warn">{escape(exp.skipped_lines)} half-written or damaged report line(s) were left out.</p>')
+        parts.append(f'<p class="warn">{escape(exp.skipped_lines)} half-written or damaged report line(s) '
+                     f'were left out.</p>')
     trials = tables.get("trials", pd.DataFrame())
     parts.append("<h2>Trials (best first)</h2>")
     if trials_table is not None:

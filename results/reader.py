@@ -52,8 +52,9 @@ _row_cache: dict[Path, tuple[tuple[int, int], list[dict], int]] = {}
 def read_result_rows(path: Path) -> tuple[list[dict], int]:
     """Rows of a `result.json`, keeping the last row per epoch: a trial restored from a checkpoint
     repeats the epoch it resumed from. Lines that are not JSON objects, and rows whose `epoch` (else
-    Tune's `training_iteration`) is not a positive integer, are skipped and counted. Cached by modification time and size, so re-reading a large,
-    unchanged experiment (a live page polling it) costs a `stat` per trial."""
+    Tune's `training_iteration`) is not a positive integer, are skipped and counted. Cached by
+    modification time and size, so re-reading a large, unchanged experiment (a live page polling it)
+    costs a `stat` per trial."""
     try:
         stat = path.stat()
     except FileNotFoundError:

@@ -14,7 +14,7 @@ from . import figures as figure_module
 from .experiment import Experiment
 from .html import escape, experiment_sections, page, provenance_sections, stamp, status_text
 from .reader import ExperimentError
-from .tables import _is_text_or_missing
+from .tables import is_text_or_missing
 
 TABLE_FORMATS = ("csv", "parquet", "md")
 
@@ -47,7 +47,7 @@ def parquet_bytes(table: pd.DataFrame) -> bytes:
     except (TypeError, ValueError):  # pyarrow's ArrowTypeError / ArrowInvalid
         text = table.copy()
         for column in text.columns[text.dtypes == object]:
-            text[column] = text[column].map(lambda v: v if _is_text_or_missing(v) else str(v))
+            text[column] = text[column].map(lambda v: v if is_text_or_missing(v) else str(v))
         buffer = io.BytesIO()
         text.to_parquet(buffer, index=False)
     return buffer.getvalue()

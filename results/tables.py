@@ -145,9 +145,9 @@ def tidy_columns(table: pd.DataFrame) -> pd.DataFrame:
         if numeric or (column not in TEXT_COLUMNS and any(_is_number(v) for v in values)):
             table[column] = pd.to_numeric(values.map(lambda v: v if _is_number(v) else np.nan))
             continue
-        kinds = {type(v) for v in values if not _is_text_or_missing(v) or isinstance(v, str)}
+        kinds = {type(v) for v in values if not is_text_or_missing(v) or isinstance(v, str)}
         if (kinds - {str} and column in TEXT_COLUMNS) or len(kinds) > 1 or kinds & {list, dict}:
-            table[column] = values.map(lambda v: v if _is_text_or_missing(v) else str(v))
+            table[column] = values.map(lambda v: v if is_text_or_missing(v) else str(v))
     return table
 
 
@@ -171,7 +171,7 @@ def _is_number(value) -> bool:
     return isinstance(value, float) and not math.isnan(value)
 
 
-def _is_text_or_missing(value) -> bool:
+def is_text_or_missing(value) -> bool:
     return value is None or isinstance(value, str) or (isinstance(value, float) and math.isnan(value))
 
 

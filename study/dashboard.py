@@ -118,7 +118,10 @@ def run(args: argparse.Namespace, open_experiment) -> int:
     import ray
     from .cluster import connect, init_local_ray
     from pathlib import Path
-    storage = Path(args.storage_path).expanduser().resolve()
+    try:
+        storage = Path(args.storage_path).expanduser().resolve()
+    except RuntimeError:  # "~user" that names no user
+        raise StudyError(f"--storage-path: '~' names no home directory here (got {args.storage_path!r})") from None
     if not storage.is_dir():
         raise StudyError(f"--storage-path: {storage} is not a folder of experiments")
     if args.name:

@@ -99,7 +99,8 @@ def check_storage(storage_path: str) -> Check:
     problem = writable_folder_problem(folder)
     if problem:
         return Check(name, "FAIL", problem, "choose a writable --storage-path, or fix the folder's owner/permissions")
-    free_gb = shutil.disk_usage(folder).free / 1e9
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # the probe leaves no new folder
+    free_gb = shutil.disk_usage(existing).free / 1e9
     return Check(name, "ok", f"{folder} writable, {free_gb:.1f} GB free")
 
 

@@ -337,7 +337,8 @@ def open_experiment(name: str, storage_path: str, option: str = "experiment"):
     try:
         return load_experiment(folder)
     except ExperimentError as err:
-        raise StudyError(f"{option} {name!r}: {err}; check the name and --storage-path") from None
+        hint = "" if SETTINGS_FILE in str(err) else "; check the name and --storage-path"
+        raise StudyError(f"{option} {name!r}: {err}{hint}") from None
 
 
 def completed_experiment(settings: StudySettings):
