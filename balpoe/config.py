@@ -394,6 +394,7 @@ def _parse_yaml(text: str) -> Any:
 
     class UniqueKeyLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
+            self.flatten_mapping(node)  # YAML merge keys (<<: *anchor) as safe_load reads them
             return _unique_keys([(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep))
                                  for k, v in node.value])
     try:

@@ -134,3 +134,12 @@ def test_config_files_are_data_not_code(tmp_path):
         cfg.load_file(tmp_path / "evil.yaml")
     with pytest.raises(ConfigError, match="not found"):
         cfg.load_file(tmp_path / "missing.json")
+
+
+def test_yaml_merge_keys_still_work_and_repeated_keys_do_not(tmp_path):
+    (tmp_path / "merge.yaml").write_text("<<: {epochs: 4, warmup_epochs: 1, step1: 2, step2: 3}\nlr: 0.2\n")
+    c = cfg.load_file(tmp_path / "merge.yaml")
+    assert (c.epochs, c.step2, c.lr) == (4, 3, 0.2)
+    (tmp_path / "twice.yaml").write_text("lr: 0.2\nepochs: 4\nlr: 0.3\n")
+    with pytest.raises(ConfigError, match=r"key\(s\) lr given more than once"):
+        cfg.load_file(tmp_path / "twice.yaml")
