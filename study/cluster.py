@@ -159,9 +159,9 @@ def probe_address(address: str, timeout_s: float) -> None:
 def connect(address: str, timeout_s: float, **init_kwargs):
     """`ray.init(address=...)` that ends with a clear error within `timeout_s` instead of retrying for
     minutes (Ray keeps retrying a port that accepts connections but is no Ray). The watchdog ends the
-    process with exit 2: nothing has been written yet, and Ray's retry loop cannot be interrupted."""
+    process with exit 2: nothing has been written yet, and Ray's retry loop cannot be interrupted.
+    Callers probe the address first (`probe_address`, in `check_cluster_options`), before any work."""
     import ray
-    probe_address(address, timeout_s)
     connected = threading.Event()
 
     def give_up() -> None:

@@ -49,9 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_page_options(host: str, port: int, refresh: int, option: str = "--port", host_option: str = "--host",
-                       probe: bool = True) -> None:
+                       probe: bool = True, ray_dashboard_port: int | None = None) -> None:
     """Before Ray starts: a sane refresh interval and, when the page will be served (`probe`), a usable
-    port that nothing else holds."""
+    port that nothing else holds, nor the local Ray's dashboard (`ray_dashboard_port`; None when
+    attaching to a cluster)."""
     if refresh < 1:
         raise StudyError(f"--refresh: must be >= 1 second (got {refresh})")
     if not 1 <= port <= 65535:
@@ -59,6 +60,9 @@ def check_page_options(host: str, port: int, refresh: int, option: str = "--port
     if not probe:
         return
     check_port(host, port, option, "another program (or another results page) may hold it", host_option)
+    if port == ray_dashboard_port:
+        raise StudyError(f"{option}: {port} is also the Ray dashboard's port; choose another {option} or "
+                         f"--dashboard-port")
     if host not in LOOPBACK:
         print(f"warning: the results page will listen on {host}:{port}; anyone who can reach it can read every "
               f"experiment under the storage path", file=sys.stderr)
@@ -130,9 +134,8 @@ def run(args: argparse.Namespace, open_experiment) -> int:
         raise StudyError("--detach/--stop: need --address of a cluster started with `ray start` (a local Ray, "
                          "and its page, end with this command)")
     if not args.stop:
-        check_page_options(args.host, args.port, args.refresh)
-        if not args.address and args.port == args.dashboard_port:
-            raise StudyError(f"--port: {args.port} is also the Ray dashboard's port; choose another --port or --dashboard-port")
+        check_page_options(args.host, args.port, args.refresh,
+                           ray_dashboard_port=None if args.address else args.dashboard_port)
     check_cluster_options(args)
     if args.address:
         context = connect(args.address, args.connect_timeout, log_to_driver=False, logging_level=logging.WARNING)

@@ -107,10 +107,11 @@ def check_storage(storage_path: str) -> Check:
 def check_ray(address: str | None) -> list[Check]:
     """Start (or join) Ray, see its GPUs and ask its dashboard, timing each; always shut Ray down."""
     import ray
-    from .cluster import connect, init_local_ray
+    from .cluster import connect, init_local_ray, probe_address
     start = time.monotonic()
     try:
         if address:
+            probe_address(address, CONNECT_TIMEOUT_S)
             context = connect(address, CONNECT_TIMEOUT_S, logging_level="WARNING")
         else:
             context = init_local_ray(num_cpus=1, logging_level="WARNING")  # a new one, never an existing one

@@ -481,9 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dashboard":
             return dashboard.run(args, open_experiment)
         dashboard.check_page_options(args.results_host, args.results_port, args.refresh, "--results-port",
-                                     "--results-host", probe=args.serve_results)
-        if args.serve_results and not args.address and args.results_port == args.dashboard_port:
-            raise StudyError(f"--results-port: {args.results_port} is also the Ray dashboard's port; choose another")
+                                     "--results-host", probe=args.serve_results,
+                                     ray_dashboard_port=None if args.address else args.dashboard_port)
         check_cluster_options(args)
         if args.command == "resume":
             settings = resume_settings(args)
