@@ -5,6 +5,7 @@ Plain functions over DataFrames, so a notebook, the report and the dashboard use
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -192,11 +193,12 @@ def paper_comparison(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def spearman(a, b) -> float:
-    """Spearman's rank correlation: Pearson's on average ranks (ties share their mean rank)."""
-    a, b = pd.Series(a, dtype=float).rank(), pd.Series(b, dtype=float).rank()
-    if a.std() == 0 or b.std() == 0:
-        return math.nan
-    return float(np.corrcoef(a, b)[0, 1])
+    """Spearman's rank correlation (scipy's; ties share their mean rank). NaN when it is undefined:
+    a side that is constant or holds a NaN, fewer than two pairs."""
+    from scipy import stats as scipy_stats
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy_stats.ConstantInputWarning)  # undefined: NaN says so
+        return float(scipy_stats.spearmanr(np.asarray(a, dtype=float), np.asarray(b, dtype=float)).statistic)
 
 
 def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
