@@ -289,8 +289,8 @@ def _cifar_info(name: str, official_loader: str, names: Callable[[Path], list[st
         missing=lambda data_dir: _cifar_missing(data_dir, name),
         location=lambda data_dir: cifar_folder(data_dir, name), names=names,
         canonical=lambda data_dir: cifar_is_canonical(data_dir, name),
-        fix=f"python -m balpoe train --dataset {name}-lt downloads it, or point --data-dir at a folder "
-            f"holding {folder}/")
+        fix=f"offline: copy {folder}/ from a machine that has it into a folder and pass --data-dir FOLDER; "
+            f"online: a study downloads it; without CIFAR: --preset fmnist or smoke")
 
 
 REGISTRY: dict[str, DatasetInfo] = {info.name: info for info in (

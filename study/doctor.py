@@ -10,6 +10,7 @@ import argparse
 import importlib
 import platform
 import shutil
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,10 +23,21 @@ from balpoe.files import writable_folder_problem
 from .settings import is_uri
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "pandas", "numpy")
-INSTALL_FIX = "pip install -e ."
+INSTALL_FIX = "pip install -e . in this Python (for .venv: delete it and run bash scripts/run.sh again)"
 DASHBOARD_WAIT_S = 10.0
 CONNECT_TIMEOUT_S = 30.0
 NAME_WIDTH = max(len(f"data {d}") for d in DATASET_NAMES)  # fixed, so rows align while they are printed
+
+
+def ray_cli() -> str:
+    """The `ray` command of this Python: scripts/run.sh runs doctor from .venv, which is not on PATH."""
+    beside = Path(sys.executable).parent / "ray"
+    return str(beside) if beside.exists() else "ray"
+
+
+def leftover_ray_fix() -> str:
+    return (f"if no study runs here, a Ray left over from a killed one may block the start: "
+            f"{ray_cli()} stop --force, then re-run doctor")
 
 
 @dataclass
@@ -116,8 +128,8 @@ def check_ray(address: str | None) -> list[Check]:
         else:
             context = init_local_ray(num_cpus=1, logging_level="WARNING")  # a new one, never an existing one
     except Exception as err:  # Ray fails in many ways (ConnectionError, RuntimeError, timeouts)
-        fix = (f"check the cluster is up: ray status --address {address}" if address
-               else "ray stop --force, then re-run doctor; see /tmp/ray/session_latest/logs")
+        fix = (f"check the cluster is up: {ray_cli()} status --address {address}" if address
+               else f"see /tmp/ray/session_latest/logs; {leftover_ray_fix()}")
         return [Check("ray start", "FAIL", f"{type(err).__name__}: {err}", fix)]
     try:
         where = f"joined {address}" if address else "started a local Ray"
@@ -154,7 +166,7 @@ def check_dashboard(url: str | None) -> Check:
         except OSError as err:
             if time.monotonic() - start > DASHBOARD_WAIT_S:
                 return Check(name, "FAIL", f"{url} does not answer ({err})",
-                             "see /tmp/ray/session_latest/logs/dashboard.log; ray stop --force and retry")
+                             f"see /tmp/ray/session_latest/logs/dashboard.log; {leftover_ray_fix()}")
             time.sleep(0.5)
     took = f"({time.monotonic() - start:.1f} s)"
     if status >= 500:
