@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats
+from .optuna_db import optuna_db_problem
 from .reader import (OPTUNA_FILE, ExperimentError, check_experiment_folder, read_asha_stopped, read_settings,
                      read_trial, trial_folders)
 from .tables import STATUSES, epochs_table, trials_table
@@ -164,16 +165,24 @@ def load_experiment(path: str | Path) -> Experiment:
 
 
 def read_optuna(path: Path, study_name: str, objectives: list[str]) -> pd.DataFrame:
-    """Optuna's own record of a search, opened read-only through its API; empty when absent."""
-    if not path.exists():
+    """Optuna's own record of a search, read through its API; empty when absent. A file Optuna cannot use
+    is named for what it is (a directory, not SQLite, damaged, locked), not by Optuna's unrelated error."""
+    if not (path.exists() or path.is_symlink()):
         return pd.DataFrame()
+    problem = optuna_db_problem(path)
+    if problem:
+        raise ExperimentError(f"{OPTUNA_FILE}: {problem}")
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_table_creation=True)
-        study = optuna.load_study(study_name=study_name, storage=storage)
-        frame = study.trials_dataframe(attrs=("number", "state", "values", "params"))
-    except Exception as err:  # a locked, damaged or foreign database must not break the tables
-        raise ExperimentError(f"{path}: cannot read the Optuna study {study_name!r} ({err})") from None
+        if study_name not in optuna.get_all_study_names(storage):
+            raise ExperimentError(f"{OPTUNA_FILE}: {path} holds no Optuna study named {study_name!r}")
+        frame = optuna.load_study(study_name=study_name, storage=storage).trials_dataframe(
+            attrs=("number", "state", "values", "params"))
+    except ExperimentError:
+        raise
+    except Exception as err:  # a foreign database, or one changed while read, must not break the tables
+        raise ExperimentError(f"{OPTUNA_FILE}: {path}: cannot read the Optuna study {study_name!r} ({err})") from None
     names = {f"values_{i}": metric for i, metric in enumerate(objectives)} | {"value": objectives[0]}
     return frame.rename(columns=lambda c: names.get(c, c.removeprefix("params_")))

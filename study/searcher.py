@@ -1,0 +1,188 @@
+"""Optuna's TPE behind a Tune `Searcher`, through public APIs only: Optuna's ask-and-tell, Tune's `Searcher`.
+
+Why not Ray's `OptunaSearch`: it tells Optuna COMPLETE, with the early value, for a trial ASHA stopped, so
+TPE would rank epoch-2 scores with epoch-200 ones; here such a trial is PRUNED, and TPE ranks it by the
+epoch it reached from its per-epoch intermediate values. And it pickles its Optuna storage with the
+absolute path of `optuna.db`, so a resumed copy of an experiment folder wrote into the original; here the
+pickled state holds no path, and the study is opened in the folder the experiment is in now (`open_in`).
+
+    searcher = OptunaSearcher(folder, "search-alpha_tau", [("val_balanced_acc", "max")], stop_epoch=200,
+                              seed_point={"mixup_alpha": 0.4, "tau_spread": 1.0})
+    searcher.set_search_properties(None, None, {"mixup_alpha": tune.uniform(0, 1), ...})  # Tune does this
+    searcher.suggest("a")                                   # the paper's point first, then TPE's
+    searcher.on_trial_result("a", {"epoch": 1, "val_balanced_acc": 0.3})
+    searcher.on_trial_complete("a", {"epoch": 1, "val_balanced_acc": 0.3})   # before epoch 200: PRUNED
+"""
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform, Quantized, Uniform
+
+from results.optuna_db import optuna_db_problem
+from results.reader import OPTUNA_FILE
+
+from .settings import StudyError
+
+NOT_PICKLED = ("study", "storage", "live", "folder")  # an open database, and where it is
+
+
+def check_optuna_storage(folder: str | Path) -> None:
+    """Before Ray starts: the folder's `optuna.db`, when there is one, is an SQLite database this driver
+    can write. Optuna would answer each of these faults with the same unrelated error."""
+    problem = optuna_db_problem(Path(folder) / OPTUNA_FILE, writing=True)
+    if problem:
+        raise StudyError(f"{OPTUNA_FILE}: {problem}; a search resumes only with its own Optuna record: stop "
+                         f"what holds it, or put back the file from a copy of the experiment folder")
+
+
+def to_distribution(name: str, domain: Domain) -> BaseDistribution:
+    """Optuna's distribution for a Tune domain (uniform or log-uniform, optionally quantized; categorical)."""
+    sampler = domain.get_sampler()
+    step = None
+    if isinstance(sampler, Quantized):
+        step, sampler = sampler.q, sampler.sampler
+    log = isinstance(sampler, LogUniform)
+    if isinstance(domain, Categorical):
+        return CategoricalDistribution(domain.categories)
+    if not isinstance(sampler, (Uniform, LogUniform)):
+        raise ValueError(f"{name}: Optuna has no distribution for Tune's {type(sampler).__name__.lstrip('_')} sampler")
+    if isinstance(domain, Float):
+        if log and step:
+            raise ValueError(f"{name}: Optuna cannot sample a quantized log-uniform float")
+        return FloatDistribution(domain.lower, domain.upper, log=log, step=step)
+    if isinstance(domain, Integer):  # Tune's randint excludes its upper bound, its qrandint includes it
+        return IntDistribution(domain.lower, domain.upper - (0 if step else 1), log=log, step=int(step or 1))
+    raise ValueError(f"{name}: Optuna has no distribution for Tune's {type(domain).__name__} domain")
+
+
+class OptunaSearcher(Searcher):
+    """TPE over the top-level Tune domains of the param space; one Optuna trial per Tune trial.
+
+    A trial that ended before `stop_epoch` without an error is one ASHA stopped: PRUNED. An errored trial
+    is FAIL; any other is COMPLETE with its last values (FAIL when a value is missing or NaN). With
+    several objectives Optuna takes no intermediate values, so none are reported."""
+
+    def __init__(self, folder: str | Path, study_name: str, objectives: list, stop_epoch: int,
+                 seed_point: dict | None = None, sampler_seed: int = 0, startup_trials: int = 10,
+                 constant_liar: bool = False):
+        metrics, modes = [metric for metric, _ in objectives], [mode for _, mode in objectives]
+        self.multi_objective = len(objectives) > 1
+        super().__init__(metric=metrics if self.multi_objective else metrics[0],
+                         mode=modes if self.multi_objective else modes[0])
+        self.metrics, self.modes = metrics, modes
+        self.study_name, self.stop_epoch, self.seed_point = study_name, stop_epoch, seed_point
+        self.sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup_trials,
+                                                  constant_liar=constant_liar)  # pickled: its random state too
+        self.distributions: dict[str, BaseDistribution] = {}
+        self.trial_numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number; survives a resume
+        self.open_in(folder)
+
+    # --- where the Optuna study lives ------------------------------------------------------------
+    def open_in(self, folder: str | Path) -> None:
+        """Open the study in `folder`'s `optuna.db` (created, with the paper's point queued, on first use).
+        A restored searcher is opened where the experiment is now; Optuna trials still RUNNING that no Tune
+        trial knows (asked after Tune's last saved state) are told FAIL, so none stays running forever."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.storage = optuna.storages.RDBStorage(f"sqlite:///{Path(folder).resolve() / OPTUNA_FILE}")
+        self.study = optuna.create_study(
+            storage=self.storage, sampler=self.sampler, pruner=optuna.pruners.NopPruner(),
+            study_name=self.study_name, load_if_exists=True,
+            directions=["maximize" if mode == "max" else "minimize" for mode in self.modes])
+        self.folder, self.live = Path(folder), {}
+        if not self.study.trials and self.seed_point:
+            self.study.enqueue_trial(self.seed_point)
+        known = set(self.trial_numbers.values())
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number not in known:
+                self.study.tell(trial.number, state=TrialState.FAIL)
+
+    def __getstate__(self) -> dict:
+        return {key: value for key, value in self.__dict__.items() if key not in NOT_PICKLED}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.study = self.storage = self.folder = None
+        self.live: dict[str, optuna.Trial] = {}
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__getstate__(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's saved state; the study itself is opened by `open_in` once the experiment's folder is known."""
+        with open(checkpoint_path, "rb") as handle:
+            self.__setstate__(pickle.load(handle))
+
+    # --- Tune's Searcher interface -----------------------------------------------------------------
+    def set_search_properties(self, metric, mode, config: dict, **spec) -> bool:
+        self.distributions = {name: to_distribution(name, value) for name, value in config.items()
+                              if isinstance(value, Domain)}
+        return bool(self.distributions)
+
+    def suggest(self, trial_id: str) -> dict:
+        trial = self.opened().ask(self.distributions)
+        self.live[trial_id], self.trial_numbers[trial_id] = trial, trial.number
+        return dict(trial.params)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if not self.multi_objective:
+            self.report(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = self.trial_numbers.get(trial_id)
+        if number is None:
+            return
+        study = self.opened()
+        if error or not result:
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        elif result.get("epoch", self.stop_epoch) < self.stop_epoch:  # stopped early, and not by an error
+            if not self.multi_objective:
+                self.report(trial_id, result)  # Tune passes the result that stopped a trial only to here
+            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+        else:
+            values = [result.get(metric) for metric in self.metrics]
+            if any(value is None for value in values):
+                study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            else:  # Optuna tells FAIL for a NaN, with a warning
+                study.tell(number, values if self.multi_objective else values[0], skip_if_finished=True)
+        self.live.pop(trial_id, None)
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def opened(self) -> optuna.Study:
+        if self.study is None:
+            raise RuntimeError("the Optuna searcher was restored but not opened in its experiment folder "
+                               "(open_in); it will not guess where optuna.db is")
+        return self.study
+
+    def report(self, trial_id: str, result: dict) -> None:
+        """The epoch's value as the Optuna trial's intermediate value at step `epoch` (once per step: a
+        resumed trial repeats the epoch it was restored at)."""
+        trial = self.running_trial(trial_id)
+        if trial is None or self.metric not in result:
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The reported value is ignored because")
+            trial.report(float(result[self.metric]), int(result.get("epoch", result.get("training_iteration"))))
+
+    def running_trial(self, trial_id: str) -> optuna.Trial | None:
+        """The Optuna trial of a Tune trial that is still RUNNING in Optuna; after a resume it is found again
+        by its number (one already told, after Tune's last saved state, stays as told)."""
+        if trial_id in self.live:
+            return self.live[trial_id]
+        number = self.trial_numbers.get(trial_id)
+        if number is None:
+            return None
+        study = self.opened()
+        internal_id = self.storage.get_trial_id_from_study_id_trial_number(
+            self.storage.get_study_id_from_name(self.study_name), number)
+        if self.storage.get_trial(internal_id).state != TrialState.RUNNING:
+            return None
+        self.live[trial_id] = optuna.Trial(study, internal_id)
+        return self.live[trial_id]
