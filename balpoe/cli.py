@@ -9,7 +9,6 @@ an interrupt (Ctrl-C or SIGTERM) names the last complete checkpoint.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import signal
 import sys
@@ -48,12 +47,12 @@ def recipe_options() -> dict[str, dict]:
     """Config field (or τ-rule input) -> flags, argparse type, help with its default."""
     parsers = {"int": int, "float": float, "bool": parse_bool, "str": str, "list[float]": str}
     options = {}
-    for spec in dataclasses.fields(Config):
-        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+    for name, kind in config_module.FIELD_TYPES.items():
+        default, meta = config_module.field_default(name), config_module.field_meta(name)
         shown = config_module.format_tau_list(default) if isinstance(default, list) else \
             int(default) if isinstance(default, bool) else default
-        options[spec.name] = {"flags": spec.metadata["flags"], "type": parsers[str(spec.type)],
-                              "bool": spec.type == "bool", "help": f"{spec.metadata['help']} (default: {shown})"}
+        options[name] = {"flags": meta["flags"], "type": parsers[kind], "bool": kind == "bool",
+                         "help": f"{meta['help']} (default: {shown})"}
     for name, spec in TAU_RULE_INPUTS.items():
         options[name] = {"flags": spec["flags"], "type": float, "bool": False, "help": spec["help"]}
     return options

@@ -1,19 +1,22 @@
 """Typed training config: defaults are the paper recipe (CIFAR-100-LT, IR 100, standard training).
 
-A config comes from three places, merged in this order: the dataclass defaults, a file (our own
-JSON/YAML, or an official BalPoE JSON config), and command-line overrides. Every value is checked in
-`validate()` so that bad input fails before any data is read or model built. Files are parsed as data
-(json / yaml.safe_load), never evaluated.
+A config comes from three places, merged in this order: the field defaults, a file (our own
+JSON/YAML, or an official BalPoE JSON config), and command-line overrides. A `Config` is a frozen
+pydantic model: every value is checked when it is built (type, finiteness, range, then how fields fit
+together), so bad input fails before any data is read or model built, and nothing changes it
+afterwards (`replace` returns a new one). Files are parsed as data (json / yaml.safe_load), never
+evaluated.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .datasets import DATASET_NAMES, REGISTRY
 
@@ -26,36 +29,36 @@ class ConfigError(ValueError):
     """A config value is impossible; the message names the field."""
 
 
-def option(default: Any, *flags: str, help: str, official: str | None = None, bounds: str | None = None) -> Any:
+def option(default: Any, *flags: str, help: str, official: str | None = None, **bounds: float) -> Any:
     """A recipe field and everything about it in one place: its command-line flags (official spelling
-    first), help, the range it must lie in, and its key in the official BalPoE JSON configs. The CLI
-    (`balpoe.cli`), `Config.validate` and the official-JSON mapping are all generated from this.
-
-    `bounds` is `>= 0`, `> 0`, or an interval like `(0, 1]`; the same text appears in error messages."""
-    meta = {"flags": flags, "help": help, "official": official, "bounds": bounds}
+    first), help, the range it must lie in (`gt`/`ge`/`lt`/`le`), and its key in the official BalPoE
+    JSON configs. The CLI (`balpoe.cli`), validation and the official-JSON mapping all come from this."""
+    extra = {"flags": list(flags), "help": help, "official": official}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+        return Field(default_factory=lambda: list(default), json_schema_extra=extra, **bounds)
+    return Field(default, json_schema_extra=extra, **bounds)
 
 
-@dataclass
-class Config:
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", allow_inf_nan=False,
+                              validate_default=False)
+
     # data
     dataset: str = option("cifar100-lt", "--dataset", help=f"data set: {', '.join(DATASET_NAMES)}")
     data_dir: str = option("./data", "--data_dir", "--data-dir", official="data_loader.args.data_dir",
                            help="folder holding the data (CIFAR: cifar-*-python/); an explicit copy wins over "
                                 "the system's Fashion-MNIST")
     imb_factor: float = option(0.01, "--imb-factor", "--imb_factor", official="data_loader.args.imb_factor",
-                               bounds="(0, 1]", help="imbalance factor f (0.01 = imbalance ratio 100)")
-    val_fraction: float = option(0.2, "--val-fraction", "--val_fraction", bounds="(0, 1)",
+                               gt=0, le=1, help="imbalance factor f (0.01 = imbalance ratio 100)")
+    val_fraction: float = option(0.2, "--val-fraction", "--val_fraction", gt=0, lt=1,
                                  help="share of each test class held out for validation")
     download: bool = option(True, "--download", help="download the data set when absent")
     # model
-    num_experts: int = option(3, "--num_experts", "--num-experts", official="arch.args.num_experts", bounds=">= 1",
+    num_experts: int = option(3, "--num_experts", "--num-experts", official="arch.args.num_experts", ge=1,
                               help="number of experts")
     use_norm: bool = option(True, "--use_norm", "--use-norm", official="arch.args.use_norm",
                             help="cosine classifier (1) or linear (0)")
-    norm_scale: float = option(30.0, "--norm_scale", "--norm-scale", official="arch.args.s", bounds="> 0",
+    norm_scale: float = option(30.0, "--norm_scale", "--norm-scale", official="arch.args.s", gt=0,
                                help="cosine classifier scale s")
     reduce_dimension: bool = option(False, "--reduce_dimension", "--reduce-dimension",
                                     official="arch.args.reduce_dimension", help="narrower expert stages")
@@ -63,59 +66,59 @@ class Config:
     tau_list: list[float] = option([0.0, 1.0, 2.0], "--tau_list", "--tau-list", official="loss.args.tau_list",
                                    help="τ per expert: '0;1;2', 'limits' or 'uniform' (with --tau_min/--tau_max)")
     mixup_alpha: float = option(0.4, "--mixup_alpha", "--mixup-alpha", official="combiner.mixup.alpha",
-                                bounds=">= 0", help="mixup α (0 disables mixup)")
+                                ge=0, help="mixup α (0 disables mixup)")
     # optimisation
     lr: float = option(0.1, "--lr", "--learning_rate", "--learning-rate", official="optimizer.args.lr",
-                       bounds="> 0", help="base learning rate")
-    momentum: float = option(0.9, "--momentum", official="optimizer.args.momentum", bounds="[0, 1)",
+                       gt=0, help="base learning rate")
+    momentum: float = option(0.9, "--momentum", official="optimizer.args.momentum", ge=0, lt=1,
                              help="SGD momentum")
     nesterov: bool = option(True, "--nesterov", official="optimizer.args.nesterov", help="Nesterov momentum")
     weight_decay: float = option(5e-4, "--wd", "--weight_decay", "--weight-decay",
-                                 official="optimizer.args.weight_decay", bounds=">= 0", help="weight decay")
+                                 official="optimizer.args.weight_decay", ge=0, help="weight decay")
     batch_size: int = option(128, "--bs", "--batch_size", "--batch-size", official="data_loader.args.batch_size",
-                             bounds=">= 1", help="batch size")
-    epochs: int = option(200, "--epochs", official="trainer.epochs", bounds=">= 1",
+                             ge=1, help="batch size")
+    epochs: int = option(200, "--epochs", official="trainer.epochs", ge=1,
                          help="epochs; changing it alone rescales warm-up and LR steps")
     warmup_epochs: int = option(5, "--warmup", "--warmup-epochs", "--warmup_epochs",
-                                official="lr_scheduler.args.warmup_epoch", bounds=">= 0", help="linear warm-up epochs")
-    step1: int = option(160, "--step1", official="lr_scheduler.args.step1", bounds=">= 0",
+                                official="lr_scheduler.args.warmup_epoch", ge=0, help="linear warm-up epochs")
+    step1: int = option(160, "--step1", official="lr_scheduler.args.step1", ge=0,
                         help="epoch of the first LR step")
-    step2: int = option(180, "--step2", official="lr_scheduler.args.step2", bounds=">= 0",
+    step2: int = option(180, "--step2", official="lr_scheduler.args.step2", ge=0,
                         help="epoch of the second LR step")
-    gamma: float = option(0.1, "--gamma", official="lr_scheduler.args.gamma", bounds="(0, 1]", help="LR step factor")
+    gamma: float = option(0.1, "--gamma", official="lr_scheduler.args.gamma", gt=0, le=1, help="LR step factor")
     # run
-    seed: int = option(1, "-s", "--seed", bounds=f"[0, {UINT32_MAX}]",
+    seed: int = option(1, "-s", "--seed", ge=0, le=UINT32_MAX,
                        help="run seed (model init, order, augmentation, mixup)")
     save_dir: str = option("runs/balpoe/cifar100_ir100", "--save_dir", "--save-dir", official="trainer.save_dir",
                            help="run folder")
-    save_period: int = option(50, "--save_period", "--save-period", official="trainer.save_period", bounds=">= 1",
+    save_period: int = option(50, "--save_period", "--save-period", official="trainer.save_period", ge=1,
                               help="write checkpoint-epoch{N}.pth every N epochs")
-    eval_shift_every: int = option(0, "--eval-shift-every", "--eval_shift_every", bounds=">= 0",
+    eval_shift_every: int = option(0, "--eval-shift-every", "--eval_shift_every", ge=0,
                                    help="also score the shifted test sets (shift_*) every N epochs; 0: only at the end")
     device: str = option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps")
     channels_last: bool = option(True, "--channels-last", help="channels_last memory format")
     compile: bool = option(False, "--compile", help="torch.compile the model")
+    precision: str = option("fp32", "--precision", help="fp32, or bf16: forward pass under bf16 autocast; "
+                            "weights, loss and metrics stay fp32")
 
-    def __post_init__(self) -> None:
-        self.validate()
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise config_error(err.errors()[0]) from None
 
-    def validate(self) -> None:
-        """Check every value (type, finiteness, range, then how fields fit together); never rewrites one."""
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            kind = FIELD_KINDS[str(spec.type)]
-            if not kind[0](value):
-                raise ConfigError(f"{spec.name}: must be {kind[1]} (got {value!r})")
-            bounds = spec.metadata.get("bounds")
-            if bounds and not within(value, bounds):
-                raise ConfigError(f"{spec.name}: must be {describe(bounds)} (got {value!r})")
-
+    @model_validator(mode="after")
+    def _fields_fit_together(self) -> "Config":
         def need(ok: bool, name: str, why: str) -> None:
             if not ok:
                 raise ConfigError(f"{name}: {why} (got {getattr(self, name)!r})")
 
+        for name in TEXT_FIELDS:
+            value = getattr(self, name)
+            need(value != "" and value.isprintable(), name, f"must be {FIELD_KINDS['str']}")
         need(self.dataset in DATASET_NAMES, "dataset", f"unknown data set; choose one of {', '.join(DATASET_NAMES)}")
         need(DEVICE_PATTERN.fullmatch(self.device) is not None, "device", "must be auto, cpu, cuda, cuda:N or mps")
+        need(self.precision in ("fp32", "bf16"), "precision", "must be fp32 or bf16")
         need(len(self.tau_list) == self.num_experts, "tau_list",
              f"needs one τ per expert: {len(self.tau_list)} values for num_experts={self.num_experts}")
         need(self.warmup_epochs <= self.epochs, "warmup_epochs", f"must be in [0, epochs={self.epochs}]")
@@ -123,14 +126,77 @@ class Config:
         need(self.step2 <= self.epochs or self.step2 == self.step1 == self.epochs, "step2",
              f"must be <= epochs={self.epochs}")
         need(self.step1 <= self.epochs, "step1", f"must be <= epochs={self.epochs}")
+        return self
 
     # --- conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def replace(self, **overrides: Any) -> "Config":
         """A new validated config; see `merge`."""
         return merge(self, overrides)
+
+
+# annotation -> what the error says a value of it must be; JSON `true` is not an integer here
+FIELD_KINDS = {
+    "int": "an integer",
+    "float": "a finite number",
+    "bool": "true or false (1/0 on the command line)",
+    "str": "a non-empty string without control characters",
+    "list[float]": "a list of finite numbers",
+}
+FIELD_NAMES = tuple(Config.model_fields)
+# field -> its annotation as written (`float`, `list[float]`)
+FIELD_TYPES = {name: getattr(spec.annotation, "__name__", None) if isinstance(spec.annotation, type)
+               else str(spec.annotation) for name, spec in Config.model_fields.items()}
+FLOAT_FIELDS = tuple(name for name, kind in FIELD_TYPES.items() if kind == "float")
+BOOL_FIELDS = tuple(name for name, kind in FIELD_TYPES.items() if kind == "bool")
+TEXT_FIELDS = tuple(name for name, kind in FIELD_TYPES.items() if kind == "str")
+_BOUND_SYMBOLS = {Gt: (">", "gt"), Ge: (">=", "ge"), Lt: ("<", "lt"), Le: ("<=", "le")}
+
+
+def field_default(name: str) -> Any:
+    return Config.model_fields[name].get_default(call_default_factory=True)
+
+
+def field_meta(name: str) -> dict[str, Any]:
+    """Flags, help and official key of a recipe field."""
+    return Config.model_fields[name].json_schema_extra
+
+
+def describe_bounds(name: str) -> str | None:
+    """A field's range as the error messages say it: `> 0`, `>= 1`, `in (0, 1]`, `in [0, 4294967295]`."""
+    limits = {}
+    for item in Config.model_fields[name].metadata:
+        for kind, (symbol, attr) in _BOUND_SYMBOLS.items():
+            if isinstance(item, kind):
+                limits[symbol] = _number(getattr(item, attr))
+    low = next((s for s in (">", ">=") if s in limits), None)
+    high = next((s for s in ("<", "<=") if s in limits), None)
+    if low and high:
+        return f"in {'(' if low == '>' else '['}{limits[low]}, {limits[high]}{')' if high == '<' else ']'}"
+    if low:
+        return f"{low} {limits[low]}"
+    return f"{high} {limits[high]}" if high else None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def config_error(first: dict[str, Any]) -> ConfigError:
+    """Pydantic's (first) complaint about a config, in our words: `field: must be … (got value)`."""
+    original = (first.get("ctx") or {}).get("error")
+    if isinstance(original, ConfigError):  # a cross-field check: already in our words
+        return original
+    name = str(first["loc"][0]) if first["loc"] else "config"
+    if first["type"] == "extra_forbidden":
+        return ConfigError(f"unknown config key(s): {name}; known keys: {', '.join(FIELD_NAMES)}")
+    if first["type"] == "missing":
+        return ConfigError(f"{name}: missing")
+    if first["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return ConfigError(f"{name}: must be {describe_bounds(name)} (got {first['input']!r})")
+    return ConfigError(f"{name}: must be {FIELD_KINDS[FIELD_TYPES[name]]} (got {first['input']!r})")
 
 
 def _is_number(value: Any) -> bool:
@@ -141,34 +207,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-# annotation -> (check, what the error says a value must be); JSON `true` is not an integer here
-FIELD_KINDS = {
-    "int": (_is_int, "an integer"),
-    "float": (_is_number, "a finite number"),
-    "bool": (lambda v: isinstance(v, bool), "true or false (1/0 on the command line)"),
-    "str": (lambda v: isinstance(v, str) and v != "" and v.isprintable(), "a non-empty string without control characters"),
-    "list[float]": (lambda v: isinstance(v, list) and all(_is_number(t) for t in v), "a list of finite numbers"),
-}
-
-
-def within(value: float, bounds: str) -> bool:
-    """`value` against `>= a`, `> a` or an interval `[a, b)`-style."""
-    if bounds.startswith((">=", ">")):
-        limit = float(bounds.lstrip(">= "))
-        return value >= limit if bounds.startswith(">=") else value > limit
-    low, high = (float(x) for x in bounds[1:-1].split(","))
-    above = value >= low if bounds[0] == "[" else value > low
-    below = value <= high if bounds[-1] == "]" else value < high
-    return above and below
-
-
-def describe(bounds: str) -> str:
-    return bounds if bounds.startswith(">") else f"in {bounds}"
-
-
-FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
-FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.type == "float")
-BOOL_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.type == "bool")
 # inputs of the τ rules ('limits'/'uniform'): options and official keys, but not fields of the config
 TAU_RULE_INPUTS = {
     "tau_min": {"flags": ("--tau_min", "--tau-min"), "official": "loss.tau_min",
@@ -222,20 +260,17 @@ def format_tau_list(taus) -> str:
 
 
 def from_dict(values: dict[str, Any]) -> Config:
-    """Our flat format. Unknown keys are an error, so a typo never silently keeps a default. Integers
-    given for float fields become floats; every other value must already have its field's type."""
+    """Our flat format. Unknown keys are an error, so a typo never silently keeps a default; every
+    value must already have its field's type (integers are accepted for float fields)."""
     values = dict(values)
     unknown = sorted(map(str, set(values) - set(FIELD_NAMES) - set(TAU_RULE_INPUTS)))
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; known keys: {', '.join(FIELD_NAMES)}")
     tau_min, tau_max = values.pop("tau_min", None), values.pop("tau_max", None)
-    num_experts = values.get("num_experts", Config.num_experts)
+    num_experts = values.get("num_experts", field_default("num_experts"))
     if "tau_list" in values or tau_min is not None or tau_max is not None:
         spec = values.get("tau_list", "limits")
         values["tau_list"] = resolve_tau_list(spec, num_experts, tau_min, tau_max)
-    for name in FLOAT_FIELDS:
-        if _is_int(values.get(name)):
-            values[name] = float(values[name])
     return Config(**values)
 
 
@@ -278,7 +313,7 @@ _OFFICIAL_FIXED = {
     "arch.args.share_layer2": False, "arch.args.share_layer3": False,
 }
 _OFFICIAL_TO_FIELD = {
-    **{f.metadata["official"]: f.name for f in dataclasses.fields(Config) if f.metadata.get("official")},
+    **{field_meta(name)["official"]: name for name in FIELD_NAMES if field_meta(name)["official"]},
     **{spec["official"]: name for name, spec in TAU_RULE_INPUTS.items()},
 }
 _OFFICIAL_LOADERS = {info.official_loader: name for name, info in REGISTRY.items() if info.official_loader}
@@ -362,6 +397,8 @@ def load_file(path: str | Path) -> Config:
     if path.is_dir():
         raise ConfigError(f"config: {path} is a folder, not a config file")
     if not path.is_file():
+        if path.exists():  # a device (/dev/zero), a pipe or a socket: reading it may never end
+            raise ConfigError(f"config: {path} is not a regular file; name a JSON or YAML config file")
         raise ConfigError(f"config: file not found (got {str(path)!r})")
     try:
         text = path.read_bytes().decode("utf-8")
@@ -374,6 +411,9 @@ def load_file(path: str | Path) -> Config:
         tree = _parse_yaml(text) if kind == "YAML" else json.loads(text, object_pairs_hook=_unique_keys)
     except ValueError as err:  # JSONDecodeError, a repeated key, an integer too long to convert
         raise ConfigError(f"config: {path} is not valid {kind}: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"config: {path} is nested too deeply to be a config; a config is a mapping of "
+                          f"settings a few levels deep") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"config: {path} must hold a mapping at the top level (got {type(tree).__name__})")
     return from_official(tree) if is_official(tree) else from_dict(tree)

@@ -4,7 +4,7 @@ A space module defines:
     PARAMS       {name: (low, high, "float" | "int")}   the searched parameters and default ranges
     PAPER_POINT  {name: value}                          the paper's recipe in this parameterisation
     LOWER_LIMITS {name: value}                          smallest value a range may start at
-    to_overrides(point, config) -> dict                 balpoe config overrides for a sampled point
+    to_overrides(point, num_experts) -> dict            balpoe config overrides for a sampled point
 and a docstring that explains the parameterisation and why.
 """
 from __future__ import annotations
@@ -67,13 +67,15 @@ def paper_point(space: ModuleType, ranges: dict) -> dict | None:
 
 def resolve_trial_config(trial_config: dict):
     """A trial's balpoe Config from its Tune config (`base`, optional `space` with its sampled
-    parameters, optional `seed`): what the trainable trains and what results tables show."""
-    from balpoe.config import from_dict
-    base = from_dict(trial_config["base"])
+    parameters, optional `seed`): what the trainable trains and what results tables show. Built once,
+    straight from the merged values."""
+    from balpoe.config import field_default, from_dict
+    base = trial_config["base"]
     overrides = {}
     if trial_config.get("space"):
         space = get_space(trial_config["space"])
-        overrides.update(space.to_overrides({k: trial_config[k] for k in space.PARAMS}, base))
+        point = {k: trial_config[k] for k in space.PARAMS}
+        overrides.update(space.to_overrides(point, base.get("num_experts", field_default("num_experts"))))
     if "seed" in trial_config:
         overrides["seed"] = int(trial_config["seed"])
-    return base.replace(**overrides)
+    return from_dict({**base, **overrides})

@@ -8,5 +8,5 @@ LOWER_LIMITS = {"mixup_alpha": 0.0}
 PAPER_POINT = {"mixup_alpha": 0.4}
 
 
-def to_overrides(point: dict, config) -> dict:
+def to_overrides(point: dict, num_experts: int) -> dict:
     return {"mixup_alpha": float(point["mixup_alpha"])}

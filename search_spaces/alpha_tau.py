@@ -18,6 +18,6 @@ def spread_to_taus(spread: float, num_experts: int) -> list[float]:
     return [float(t) for t in np.linspace(1.0 - spread, 1.0 + spread, num_experts)]
 
 
-def to_overrides(point: dict, config) -> dict:
+def to_overrides(point: dict, num_experts: int) -> dict:
     return {"mixup_alpha": float(point["mixup_alpha"]),
-            "tau_list": spread_to_taus(float(point["tau_spread"]), config.num_experts)}
+            "tau_list": spread_to_taus(float(point["tau_spread"]), num_experts)}

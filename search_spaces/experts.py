@@ -12,6 +12,6 @@ PAPER_POINT = {"num_experts": 3}
 TAU_MIN, TAU_MAX = 0.0, 2.0
 
 
-def to_overrides(point: dict, config) -> dict:
+def to_overrides(point: dict, num_experts: int) -> dict:
     k = int(point["num_experts"])
     return {"num_experts": k, "tau_list": resolve_tau_list("limits", k, TAU_MIN, TAU_MAX)}

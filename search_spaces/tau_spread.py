@@ -11,5 +11,5 @@ LOWER_LIMITS = {"tau_spread": 0.0}
 PAPER_POINT = {"tau_spread": 1.0}
 
 
-def to_overrides(point: dict, config) -> dict:
-    return {"tau_list": spread_to_taus(float(point["tau_spread"]), config.num_experts)}
+def to_overrides(point: dict, num_experts: int) -> dict:
+    return {"tau_list": spread_to_taus(float(point["tau_spread"]), num_experts)}

@@ -12,6 +12,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from .ray_internals import cluster_mode_off, grpc_port_functions, replace_grpc_add_port
 from .settings import StudyError, is_uri
 
 
@@ -44,20 +45,12 @@ def loopback_node_ip():
     Ray 2.60 binds every service of a node to that node's IP: the GCS, the raylet and object manager, each worker's
     gRPC server (min_worker_port..max_worker_port), the dashboard agent (gRPC, HTTP and metrics export), the runtime
     env agent and the autoscaler/dashboard metrics ports listen on localhost when the node IP is loopback, and on all
-    interfaces (0.0.0.0/::) or the LAN address otherwise. On Linux Ray always picks the LAN address: even
-    `ray.init(_node_ip_address="127.0.0.1")` is rewritten to it (`services.resolve_ip_for_localhost`). Only with
-    `ray_constants.ENABLE_RAY_CLUSTER` false (its default on macOS/Windows, env RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER,
-    read once at import) does `services.get_node_ip_address()` answer loopback. The driver alone decides the IP (it
-    hands it to every process it starts), so flipping the flag in this process for the duration of `ray.init` is
-    enough, and restoring it keeps a later `ray.init(address=...)` in the same process unaffected.
+    interfaces (0.0.0.0/::) or the LAN address otherwise. No public option makes Ray pick loopback on Linux; a
+    private flag does (`ray_internals.cluster_mode_off`), and it is put back afterwards, so a later
+    `ray.init(address=...)` in the same process picks its IP as usual.
     """
-    from ray._private import ray_constants
-    saved = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
+    with cluster_mode_off():
         yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def loopback_worker_setup() -> None:
@@ -65,26 +58,19 @@ def loopback_worker_setup() -> None:
     interface ("[::]:0"), e.g. each Serve replica's inter-deployment server, listen on the node's IP instead, which
     `loopback_node_ip` made loopback. A no-op on a node whose IP is not loopback."""
     import ray
-    try:
-        from ray._common import network_utils, tls_utils
-        add_port = tls_utils.add_port_to_grpc_server
-    except (ImportError, AttributeError):  # another Ray: a worker must still start (tests/test_network.py tells)
-        return
-    if getattr(add_port, "loopback", False):
+    functions = grpc_port_functions()
+    if functions is None or getattr(functions.add_port, "loopback", False):  # another Ray: a worker must still start
         return
 
     def add_port_on_node_ip(server, address: str):
         host, _, port = address.rpartition(":")
         node_ip = ray.util.get_node_ip_address()
         if host.strip("[]") in ("", "0.0.0.0", "::") and is_loopback(node_ip):
-            address = network_utils.build_address(node_ip, int(port))
-        return add_port(server, address)
+            address = functions.build_address(node_ip, int(port))
+        return functions.add_port(server, address)
 
     add_port_on_node_ip.loopback = True
-    tls_utils.add_port_to_grpc_server = add_port_on_node_ip
-    for module in ("ray.serve._private.replica",):  # took its own reference if imported before this hook ran
-        if module in sys.modules:
-            sys.modules[module].add_port_to_grpc_server = add_port_on_node_ip
+    replace_grpc_add_port(add_port_on_node_ip)
 
 
 def init_local_ray(dashboard_host: str = "127.0.0.1", **init_kwargs):
@@ -219,3 +205,44 @@ def check_shared_storage(storage_path: str) -> None:
     if blind:
         raise StudyError(f"--storage-path: {storage_path} is not shared: node(s) {', '.join(blind)} cannot see it. "
                          f"On a multi-node cluster put --storage-path on a filesystem every node mounts (NFS, Lustre, …)")
+
+
+def keep_token_auth(args) -> None:
+    """A local Ray keeps Ray's token authentication on (its default). Saying so explicitly, with Ray's
+    public switch, also keeps Ray from printing advice to turn it off. Ray reads the switch when it is
+    imported, so this runs before anything imports Ray; a user's own RAY_AUTH_MODE wins."""
+    if not getattr(args, "address", None):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def start_ray(args):
+    """Attach to the cluster at `--address`, or start a local Ray that listens on loopback only (its
+    dashboard where `--dashboard-host` says)."""
+    import logging
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if args.address:
+        return connect(args.address, args.connect_timeout, **quiet)
+    if not is_loopback(args.dashboard_host):
+        print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:{args.dashboard_port}; "
+              f"anyone who can reach it can see and control this cluster", file=sys.stderr)
+    return init_local_ray(args.dashboard_host, num_cpus=args.num_cpus, num_gpus=getattr(args, "num_gpus", None),
+                          dashboard_port=args.dashboard_port, **quiet)
+
+
+def free_port(host: str, preferred: int, option: str, avoid: tuple[int, ...] = ()) -> int:
+    """`preferred`, or the next port this machine can listen on: a port the user left to us may be held
+    by another study on the same machine, which is ordinary. Says so when it moves."""
+    for port in range(preferred, min(preferred + 100, 65536)):
+        if port in avoid:
+            continue
+        try:
+            check_port(host, port, option, "")
+        except StudyError as err:
+            if "no address of this machine" in str(err) or "name an interface" in str(err):
+                raise
+            continue
+        if port != preferred:
+            print(f"note: port {preferred} is taken (another study on this machine?); {option} {port} is used "
+                  f"instead", file=sys.stderr)
+        return port
+    raise StudyError(f"{option}: no free port in {preferred}…{preferred + 99} on {host}; give one with {option}")

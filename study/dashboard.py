@@ -9,52 +9,26 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from .cluster import check_cluster_options, check_port
 from .settings import StudyError
 
-DEFAULT_PORT = 8000  # Ray Serve's own default
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def add_page_options(group, prefix: str = "") -> None:
-    """--host/--port (the dashboard command) or --results-host/--results-port (studies)."""
-    group.add_argument(f"--{prefix}host", default="127.0.0.1",
-                       help="interface the results page listens on (default 127.0.0.1: this machine only)")
-    group.add_argument(f"--{prefix}port", type=int, default=DEFAULT_PORT,
-                       help=f"port of the results page (default {DEFAULT_PORT}, Ray Serve's)")
-    group.add_argument("--refresh", type=int, default=15, help="seconds between the page's own reloads (default 15)")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", help="open on this experiment (default: the index of all)")
-    parser.add_argument("--storage-path", default="./runs", help="the folder of experiments to show (default ./runs)")
-    group = parser.add_argument_group("page")
-    add_page_options(group)
-    group.add_argument("--detach", action="store_true",
-                       help="leave the page up on a cluster started with `ray start` (needs --address)")
-    group.add_argument("--stop", action="store_true", help="take down a page left up with --detach (needs --address)")
-    cluster = parser.add_argument_group("cluster")
-    cluster.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                         help="attach to a running Ray cluster (default: start a local one for the page)")
-    cluster.add_argument("--dashboard-host", default="127.0.0.1", help="interface for a local Ray's dashboard")
-    cluster.add_argument("--dashboard-port", type=int, default=8265, help="port of a local Ray's dashboard")
-    cluster.add_argument("--connect-timeout", type=float, default=30.0,
-                         help="seconds to wait for the cluster at --address to answer")
-    cluster.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
-
-
-def check_page_options(host: str, port: int, refresh: int, option: str = "--port", host_option: str = "--host",
+def check_page_options(host: str, port: int | None, refresh: int, option: str = "--port", host_option: str = "--host",
                        probe: bool = True, ray_dashboard_port: int | None = None) -> None:
     """Before Ray starts: a sane refresh interval and, when the page will be served (`probe`), a usable
     port that nothing else holds, nor the local Ray's dashboard (`ray_dashboard_port`; None when
     attaching to a cluster)."""
     if refresh < 1:
         raise StudyError(f"--refresh: must be >= 1 second (got {refresh})")
+    if port is None:  # not served: no port was chosen
+        return
     if not 1 <= port <= 65535:
         raise StudyError(f"{option}: must be in 1…65535 (got {port})")
     if not probe:
@@ -77,9 +51,9 @@ def deploy(storage_path: str, host: str, port: int, refresh: int, ray_dashboard_
     """Deploy the page on the connected Ray cluster; returns its URL once it answers."""
     from ray import serve
 
-    from results.app import APP_NAME, ROUTE_PREFIX, serve_app, wait_until_up
+    from results.app import APP_NAME, REQUEST_TIMEOUT_S, ROUTE_PREFIX, serve_app, wait_until_up
     quiet_serve()
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S})
     serve.run(serve_app(storage_path, refresh, ray_dashboard_url), name=APP_NAME, route_prefix=ROUTE_PREFIX)
     url = page_url(host, port)
     wait_until_up(url)
@@ -117,11 +91,12 @@ def wait_for_stop() -> None:
         pass
 
 
-def run(args: argparse.Namespace, open_experiment) -> int:
+def run(args: argparse.Namespace) -> int:
     """The `dashboard` command."""
     import ray
-    from .cluster import connect, init_local_ray
-    from pathlib import Path
+
+    from .cluster import start_ray
+    from .commands import open_experiment
     try:
         storage = Path(args.storage_path).expanduser().resolve()
     except RuntimeError:  # "~user" that names no user
@@ -137,11 +112,7 @@ def run(args: argparse.Namespace, open_experiment) -> int:
         check_page_options(args.host, args.port, args.refresh,
                            ray_dashboard_port=None if args.address else args.dashboard_port)
     check_cluster_options(args)
-    if args.address:
-        context = connect(args.address, args.connect_timeout, log_to_driver=False, logging_level=logging.WARNING)
-    else:
-        context = init_local_ray(args.dashboard_host, num_cpus=args.num_cpus, dashboard_port=args.dashboard_port,
-                                 log_to_driver=False, logging_level=logging.WARNING)  # loopback only
+    context = start_ray(args)
     try:
         if args.stop:
             undeploy()

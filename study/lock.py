@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import StudyError
+from results.settings import StudyError
 
 LOCK_FILE = ".study.lock"
 

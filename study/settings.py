@@ -1,225 +1,145 @@
-"""Resolved study settings: validated before Ray starts, saved as `study.json` in the experiment folder.
+"""Command line → `StudySettings`, built once and checked before Ray starts.
 
-Everything `resume` needs to rebuild the trainable and to judge completeness lives here, so a study
-folder is self-describing (space, scheduler, resources, versions).
+The model of `study.json` itself lives in `results.settings` (the results readers read it too); here
+are the study driver's defaults and the checks of the storage folder that only a new study needs.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
+import argparse
 import os
+import shlex
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from balpoe.config import UINT32_MAX, Config, ConfigError, from_dict
+from balpoe.cli import recipe_overrides
+from balpoe.config import Config, load_file
+from balpoe.files import writable_folder_problem
 from balpoe.provenance import provenance
-from results.reader import SETTINGS_FILE
-from search_spaces import SpaceError, get_space, resolve_ranges
+from results.settings import (SETTINGS_FILE, StudyError, StudySettings, default_grace_period,
+                              default_startup_trials, is_uri)
+from search_spaces import get_space, resolve_ranges
 
-# metrics reported every epoch that may be optimised; test metrics never are (that would leak)
-OBJECTIVE_METRICS = ("val_balanced_acc", "val_acc", "val_many_acc", "val_medium_acc", "val_few_acc",
-                     "val_nll", "val_ece", "val_mce", "train_loss", "train_acc")
+from .lock import LOCK_FILE
 
+__all__ = ["SETTINGS_FILE", "StudyError", "StudySettings", "is_uri", "settings_from_args", "resume_settings"]
 
-class StudyError(ValueError):
-    """Bad study input; the message names the option. Raised before Ray starts."""
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-@dataclass
-class StudySettings:
-    kind: str                                   # "baseline" or "search"
-    name: str
-    storage_path: str                           # absolute filesystem path (URIs are refused)
-    base: dict                                  # the balpoe config every trial starts from
-    seeds: list[int] = field(default_factory=lambda: [1])
-    space: str | None = None
-    ranges: dict = field(default_factory=dict)
-    objectives: list[list[str]] = field(default_factory=lambda: [["val_balanced_acc", "max"]])
-    num_samples: int = 1
-    max_concurrent: int | None = None
-    sampler_seed: int = 0
-    asha: bool = True
-    grace_period: int | None = None
-    reduction_factor: int = 2
-    max_t: int | None = None                    # the epoch every trial stops at (None: the recipe's last)
-    startup_trials: int | None = None           # TPE's random start-up trials (None: scaled to num_samples)
-    cpus_per_trial: float | None = None         # None: decided once the cluster's size is known
-    gpus_per_trial: float | None = None
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
-    max_failures: int = 2
-    versions: dict = field(default_factory=dict)
-
-    @property
-    def experiment_dir(self) -> str:
-        return self.storage_path.rstrip("/") + "/" + self.name
-
-    @property
-    def epochs(self) -> int:
-        return int(self.base["epochs"])
-
-    @property
-    def stop_epoch(self) -> int:
-        """Where trials end, with their end-of-training evaluation: `--max-t`, else the last epoch."""
-        return int(self.max_t or self.epochs)
-
-    @property
-    def expected_trials(self) -> int:
-        return len(self.seeds) if self.kind == "baseline" else self.num_samples
-
-    @property
-    def metric(self) -> str:
-        return self.objectives[0][0]
-
-    @property
-    def mode(self) -> str:
-        return self.objectives[0][1]
-
-    def validate(self) -> None:
-        config = from_dict(self.base)
-        if is_uri(self.storage_path):
-            raise StudyError(f"--storage-path: {self.storage_path} is a URI; studies write their settings and "
-                             f"Optuna database beside the trials, so use a filesystem path (shared on clusters)")
-        if self.kind not in ("baseline", "search"):
-            raise StudyError(f"unknown study kind {self.kind!r}")
-        if (not self.name or "/" in self.name or self.name in (".", "..") or not self.name.isprintable()
-                or len(self.name.encode()) > 200):
-            raise StudyError(f"--name: must be a folder name: not empty, no '/', not '.' or '..', no control "
-                             f"characters, at most 200 bytes (got {self.name!r:.80})")
-        if self.kind == "baseline" and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
-            raise StudyError(f"--seeds: need one or more distinct seeds (got {self.seeds})")
-        for seed in self.seeds:
-            if not 0 <= seed <= UINT32_MAX:
-                raise StudyError(f"--seeds: every seed must be in [0, {UINT32_MAX}] (got {seed})")
-        if not 0 <= self.sampler_seed <= UINT32_MAX:
-            raise StudyError(f"--sampler-seed: must be in [0, {UINT32_MAX}] (got {self.sampler_seed})")
-        if self.kind == "search":
-            space = get_space(self.space or "")
-            self.ranges = {k: list(v) for k, v in resolve_ranges(space, {k: tuple(v) for k, v in
-                                                                         self.ranges.items()}).items()}
-            if self.num_samples < 1:
-                raise StudyError(f"--num-samples: must be >= 1 (got {self.num_samples})")
-            if self.startup_trials is None:
-                self.startup_trials = default_startup_trials(self.num_samples)
-            if self.startup_trials < 1:
-                raise StudyError(f"--startup-trials: must be >= 1 (got {self.startup_trials})")
-        if not self.objectives or not all(isinstance(o, (list, tuple)) and len(o) == 2
-                                          and all(isinstance(x, str) for x in o) for o in self.objectives):
-            raise StudyError(f"--objectives: one or more METRIC:MODE pairs (got {self.objectives!r})")
-        metrics = [metric for metric, _ in self.objectives]
-        if len(set(metrics)) != len(metrics):
-            raise StudyError(f"--objectives: each metric once (got {' '.join(metrics)})")
-        for metric, mode in self.objectives:
-            if metric.startswith("test_"):
-                raise StudyError(f"--objectives: {metric} is a test metric; searches optimise validation "
-                                 f"metrics only (tuning on the test split leaks)")
-            if metric not in OBJECTIVE_METRICS:
-                raise StudyError(f"--objectives: unknown metric {metric!r}; choose from {', '.join(OBJECTIVE_METRICS)}")
-            if mode not in ("max", "min"):
-                raise StudyError(f"--objectives: mode for {metric} must be max or min (got {mode!r})")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise StudyError(f"--max-concurrent: must be >= 1 (got {self.max_concurrent})")
-        max_t = self.max_t if self.max_t is not None else config.epochs
-        if not 1 <= max_t <= config.epochs:
-            raise StudyError(f"--max-t: must be in [1, epochs={config.epochs}] (got {self.max_t})")
-        grace = self.grace_period if self.grace_period is not None else default_grace_period(config, max_t)
-        if grace < 1:
-            raise StudyError(f"--grace-period: must be >= 1 epoch (got {grace})")
-        if self.asha and not 1 <= grace <= max_t:
-            raise StudyError(f"--grace-period: {grace} is beyond the {max_t} epochs a trial runs; "
-                             f"choose 1…{max_t} or --no-asha")
-        if self.reduction_factor < 2:
-            raise StudyError(f"--reduction-factor: must be >= 2 (got {self.reduction_factor})")
-        gpus = self.gpus_per_trial
-        if gpus is not None and not (math.isfinite(gpus) and 0 <= gpus <= 1):
-            raise StudyError(f"--gpus-per-trial: a trial trains on one device, so 1, a fraction (0.25 packs 4 "
-                             f"trials on a GPU) or 0 for CPU-only trials (got {gpus:g})")
-        if self.cpus_per_trial is not None and not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
-            raise StudyError(f"--cpus-per-trial: must be a number > 0 (got {self.cpus_per_trial})")
-        if self.checkpoint_every < 1:
-            raise StudyError(f"--checkpoint-every: must be >= 1 (got {self.checkpoint_every})")
-        if self.keep_checkpoints < 1:
-            raise StudyError(f"--keep-checkpoints: must be >= 1 (got {self.keep_checkpoints})")
-        if self.max_failures < 0:
-            raise StudyError(f"--max-failures: must be >= 0 (got {self.max_failures})")
-        self.max_t, self.grace_period = max_t, grace
-
-    def config(self) -> Config:
-        return from_dict(self.base)
-
-    def save(self, folder: str | Path) -> None:
-        Path(folder, SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "StudySettings":
-        """Read and check a study's `study.json`, so that a damaged one stops `resume` before Ray starts."""
-        path = Path(folder, SETTINGS_FILE)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise StudyError(f"{SETTINGS_FILE}: {path} cannot be read ({err}); restore it from a copy, or start "
-                             f"the study again under a new --name") from None
-        if not isinstance(values, dict):
-            raise StudyError(f"{SETTINGS_FILE}: {path} must hold a mapping (got {type(values).__name__})")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(map(str, set(values) - set(fields)))
-        if unknown:
-            raise StudyError(f"{SETTINGS_FILE}: unknown key(s) {', '.join(unknown)} in {path}; was it written by "
-                             f"a newer version of the toolkit?")
-        missing = sorted(n for n, f in fields.items() if n not in values
-                         and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-        if missing:
-            raise StudyError(f"{SETTINGS_FILE}: {path} lacks {', '.join(missing)}; restore it from a copy")
-        for name, value in values.items():
-            if not _has_type(value, str(fields[name].type)):
-                raise StudyError(f"{SETTINGS_FILE}: {name} must be {fields[name].type} (got {value!r}) in {path}")
-        settings = cls(**values)
-        try:
-            settings.validate()
-        except (StudyError, ConfigError, SpaceError) as err:
-            raise StudyError(f"{SETTINGS_FILE}: {path} holds an impossible setting: {err}") from None
-        return settings
+PRESETS = {
+    "paper": {},
+    "smoke": {"dataset": "synthetic-lt", "imb_factor": 0.1, "epochs": 2, "warmup_epochs": 1, "step1": 1,
+              "step2": 2, "batch_size": 16, "save_period": 1},  # batch 16: epoch 1 already ranks trials, for ASHA
+    "fmnist": {"dataset": "fashion-mnist-lt", "epochs": 10},
+}
 
 
-def _has_type(value, annotation: str) -> bool:
-    """JSON values against the simple annotations of StudySettings (`int`, `float | None`, `list[int]`…)."""
-    options = [a.strip() for a in annotation.split("|")]
-    if value is None:
-        return "None" in options
-    for option in options:
-        base, _, inner = option.partition("[")
-        if base == "bool" and isinstance(value, bool):
-            return True
-        if isinstance(value, bool):
-            continue
-        if base == "int" and isinstance(value, int) or base == "float" and isinstance(value, (int, float)):
-            return True
-        if base == "str" and isinstance(value, str) or base == "dict" and isinstance(value, dict):
-            return True
-        if base == "list" and isinstance(value, list):
-            return not inner or all(_has_type(item, inner[:-1]) for item in value)
-    return False
+def base_config(args: argparse.Namespace) -> Config:
+    """The recipe every trial starts from: a preset or config file, then the recipe options. Data paths
+    are made absolute (trials run in Ray's folders), and trials never download: the driver does, once."""
+    if args.config and args.preset != "paper":
+        raise StudyError(f"--preset: {args.preset} would replace values of --config {args.config}; use one of "
+                         f"them, and recipe options for changes")
+    base = load_file(args.config) if args.config else Config()
+    base = base.replace(**PRESETS[args.preset]) if PRESETS[args.preset] else base
+    overrides = recipe_overrides(args)
+    if getattr(args, "seed", None) is not None:
+        overrides["seed"] = args.seed
+    data_dir = overrides.get("data_dir", base.data_dir)
+    return base.replace(**{**overrides, "data_dir": str(Path(data_dir).resolve())})
 
 
-def default_startup_trials(num_samples: int) -> int:
-    """TPE samples at random until this many trials exist. Optuna's 10 would leave a 16-trial search
-    almost nothing to model; a fifth of the budget (2…10) keeps some exploration at any size."""
-    return max(2, min(10, num_samples // 5))
+def storage_root(path: str) -> str:
+    if not path:
+        raise StudyError("--storage-path: name a folder, e.g. ./runs (got '')")
+    try:
+        return path if is_uri(path) else str(Path(path).expanduser().resolve())
+    except RuntimeError:  # "~user" that names no user
+        raise StudyError(f"--storage-path: '~' names no home directory here (got {path!r})") from None
 
 
-def default_grace_period(config: Config, stop_epoch: int | None = None) -> int:
-    """First ASHA rung just after the first LR step has settled (165 of 200 for the recipe): before the
-    step, scores rank trials poorly and favour small mixup α (the README's "ASHA on a step schedule").
-    When trials stop before that (`--max-t`), halfway to their stop."""
-    after_step = min(config.epochs, config.step1 + max(1, config.epochs // 40))
-    stop = stop_epoch or config.epochs
-    return after_step if after_step < stop else max(1, stop // 2)
+def default_name(kind: str, space: str | None, preset: str) -> str:
+    """`baseline` / `search-<space>` for the paper recipe; other presets add their name, so a smoke run
+    never takes the name of the real study."""
+    name = "baseline" if kind == "baseline" else f"search-{space}"
+    return name if preset == "paper" else f"{name}-{preset}"
+
+
+def distinct_ranges(ranges: list[tuple[str, tuple[float, float]]]) -> dict:
+    names = [name for name, _ in ranges]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise StudyError(f"--range: {', '.join(repeated)} given more than once; give each parameter one range")
+    return dict(ranges)
+
+
+def settings_from_args(args: argparse.Namespace) -> StudySettings:
+    """Every default resolved here, once; the result is checked as a whole and never changes."""
+    config = base_config(args)
+    kind = args.command
+    max_t = config.epochs if getattr(args, "max_t", None) is None else args.max_t
+    values = dict(
+        kind=kind, storage_path=storage_root(args.storage_path), base=config,
+        name=args.name if args.name is not None else default_name(kind, getattr(args, "space", None), args.preset),
+        seeds=tuple(args.seeds) if kind == "baseline" else (config.seed,),
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent, checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints, max_failures=args.max_failures, versions=versions(),
+        max_t=max_t, asha=False, grace_period=default_grace_period(config, max(1, max_t)))
+    if kind == "search":
+        space = get_space(args.space)
+        check_not_searched(args, space)
+        values.update(
+            space=args.space, ranges=resolve_ranges(space, distinct_ranges(args.range)),
+            num_samples=args.num_samples, objectives=tuple(map(tuple, args.objectives)),
+            sampler_seed=args.sampler_seed, asha=not args.no_asha, reduction_factor=args.reduction_factor,
+            startup_trials=args.startup_trials if args.startup_trials is not None
+            else default_startup_trials(args.num_samples))
+        if args.grace_period is not None:
+            values["grace_period"] = args.grace_period
+    settings = StudySettings(**values)
+    problem = writable_folder_problem(settings.storage_path)
+    if problem:
+        raise StudyError(f"--storage-path: {problem}")
+    return settings
+
+
+def check_not_searched(args: argparse.Namespace, space) -> None:
+    """A recipe option the search space samples would be overwritten in every trial: refuse it."""
+    searched = set(space.to_overrides(dict(space.PAPER_POINT), num_experts=1))  # only the keys matter
+    given = sorted(searched & set(recipe_overrides(args)))
+    if given:
+        raise StudyError(f"--space {args.space}: it samples {', '.join(sorted(searched))}, so "
+                         f"{', '.join('--' + g for g in given)} would be overwritten in every trial; drop "
+                         f"{'it' if len(given) == 1 else 'them'}, or change the range with --range")
+
+
+def check_fresh(settings: StudySettings) -> None:
+    """The experiment folder is new (it holds only this study's lock): never someone else's files."""
+    folder, root = Path(settings.experiment_dir), settings.storage_path
+    if any(p.name != LOCK_FILE for p in folder.iterdir()):
+        if (folder / SETTINGS_FILE).exists():
+            raise StudyError(f"--name: experiment {settings.name!r} already exists in {root}; continue it with "
+                             f"`python -m study.run resume {settings.name} --storage-path {root}` or pick "
+                             f"another --name")
+        raise StudyError(f"--storage-path/--name: {folder} is not empty and is not a study folder; "
+                         f"pick another --name or --storage-path")
+
+
+def experiment_folder(name: str, storage_path: str) -> Path:
+    """A name is a folder under the storage path; a name with a slash is the folder's own path."""
+    return Path(name) if "/" in name else Path(storage_root(storage_path)) / name
+
+
+def resume_settings(args: argparse.Namespace) -> StudySettings:
+    """The study's saved settings, placed where its folder is now (it may have been moved or copied)."""
+    folder = experiment_folder(args.name, args.storage_path)
+    if not (folder / SETTINGS_FILE).exists():
+        raise StudyError(f"resume: no study at {folder} (no {SETTINGS_FILE}); check the name and --storage-path")
+    saved = StudySettings.load(folder)
+    return saved.with_changes(storage_path=str(folder.resolve().parent), name=folder.name)
+
+
+def resume_command(settings: StudySettings) -> str:
+    return (f"continue it with:\n  python -m study.run resume {shlex.quote(settings.name)} "
+            f"--storage-path {shlex.quote(settings.storage_path)}")
 
 
 def versions() -> dict:

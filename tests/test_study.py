@@ -113,7 +113,7 @@ def test_a_dashboard_port_taken_by_another_program(tmp_path, capsys):
     (lambda text: text[:40], "study.json: {path} cannot be read (Unterminated string starting at: line 3"),
     (lambda text: text.replace('"kind"', '"kind_of"'), "study.json: unknown key(s) kind_of in {path}"),
     (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "base"}), "study.json: {path} lacks base"),
-    (lambda text: text.replace('"num_samples": 1', '"num_samples": "1"'), "study.json: num_samples must be int (got '1')"),
+    (lambda text: text.replace('"num_samples": 1', '"num_samples": "1"'), "study.json: {path} holds an impossible setting: num_samples: must be a valid integer (got '1')"),
     (lambda text: text.replace('"sampler_seed": 0', '"sampler_seed": -1'),
      "study.json: {path} holds an impossible setting: --sampler-seed: must be in"),
     (lambda text: text.replace('"lr": 0.1', '"lr": -0.1'), "holds an impossible setting: lr: must be > 0 (got -0.1)"),
@@ -123,7 +123,8 @@ def test_a_damaged_study_json_stops_resume_before_ray(change, message, tmp_path,
     from study.settings import StudySettings
     folder = tmp_path / "damaged"
     folder.mkdir()
-    settings = StudySettings(kind="baseline", name="damaged", storage_path=str(tmp_path), base=Config().to_dict())
+    settings = StudySettings(kind="baseline", name="damaged", storage_path=str(tmp_path), base=Config(), max_t=200,
+                             grace_period=165)
     settings.save(folder)
     path = folder / "study.json"
     path.write_text(change(path.read_text()))
@@ -199,13 +200,13 @@ def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
     from ray import tune
 
     from study import tuner
-    from study.run import PRESETS
+    from study.settings import PRESETS
     from study.settings import StudySettings
 
     config = Config().replace(**PRESETS["smoke"]).replace(epochs=3, step1=2, step2=3)
-    settings = StudySettings(kind="baseline", name="faults", storage_path=str(tmp_path), base=config.to_dict(),
-                             cpus_per_trial=1, gpus_per_trial=0, checkpoint_every=1, max_failures=1, asha=False)
-    settings.validate()
+    settings = StudySettings(kind="baseline", name="faults", storage_path=str(tmp_path), base=config, max_t=3,
+                             grace_period=1, cpus_per_trial=1, gpus_per_trial=0, checkpoint_every=1, max_failures=1,
+                             asha=False)
     from study.trainable import train_balpoe
 
     def crash_once_at_epoch_2(trial_config: dict) -> None:  # pickled by value: the workers never import tests/

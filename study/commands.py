@@ -1,0 +1,81 @@
+"""The read-only commands: `show`, `report` and `export` read an experiment folder through `results`,
+without Ray, while a study runs or after it crashed."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from results import ExperimentError, load_experiment
+
+from .settings import SETTINGS_FILE, StudyError, experiment_folder
+
+
+def open_experiment(name: str, storage_path: str, option: str = "experiment"):
+    folder = experiment_folder(name, storage_path)
+    try:
+        return load_experiment(folder)
+    except ExperimentError as err:
+        hint = "" if SETTINGS_FILE in str(err) else "; check the name and --storage-path"
+        raise StudyError(f"{option} {name!r}: {err}{hint}") from None
+
+
+def show(args: argparse.Namespace) -> int:
+    from results.console import progress_text, trials_text
+    exp = open_experiment(args.name, args.storage_path)
+    if args.list_columns:
+        print("\n".join(exp.trials.columns))
+        return 0
+    if args.top is not None and args.top < 1:
+        raise StudyError(f"--top: must be >= 1 (got {args.top})")
+    try:
+        print(trials_text(exp, columns=args.columns, top=args.top))
+    except KeyError as err:
+        raise StudyError(err.args[0]) from None
+    print(f"\n{exp.kind} '{exp.name}': {progress_text(exp.progress())}")
+    print(f"experiment: {exp.path}")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from results.report import ReportError, write_report
+    from results.stats import NotComparable
+    exp = open_experiment(args.name, args.storage_path)
+    baseline = open_experiment(args.baseline, args.storage_path, "--baseline") if args.baseline else None
+    try:
+        index = write_report(exp, args.output, baseline)  # the comparison is checked before any file is written
+    except (NotComparable, ReportError) as err:  # ReportError: --output cannot take it (nothing half-written)
+        raise StudyError(str(err)) from None
+    print(f"report: {index}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from balpoe.checkpoint import CheckpointError, trainer_from_checkpoint
+    from balpoe.cli import check_output_folder
+    from balpoe.datasets import DataError
+    from balpoe.export import export_logits
+    exp = open_experiment(args.name, args.storage_path)
+    if args.trial == "best":
+        finished = exp.sorted_trials()[lambda t: t["status"] == "finished"]
+        if finished.empty:
+            raise StudyError(f"--trial best: experiment {exp.name!r} has no finished trial yet; name one with "
+                             f"--trial ID ({', '.join(exp.trials['trial_id'])})")
+        trial = finished.iloc[0]
+    else:
+        chosen = exp.trials[exp.trials["trial_id"] == args.trial]
+        if chosen.empty:
+            raise StudyError(f"--trial: no trial {args.trial!r} in {exp.name!r}; trials: "
+                             f"{', '.join(exp.trials['trial_id']) or 'none yet'}")
+        trial = chosen.iloc[0]
+    checkpoints = sorted((exp.path / trial["folder"]).glob("checkpoint_*/trainer_state.pth"))
+    if not checkpoints:
+        raise StudyError(f"--trial: trial {trial['trial_id']} has no checkpoint yet")
+    output = Path(args.output) if args.output else exp.path / "exports" / f"trial_{trial['trial_id']}"
+    check_output_folder(output, "--output")
+    print(f"trial {trial['trial_id']} ({trial['status']}, epoch {trial['epochs_run']}): {checkpoints[-1]}")
+    try:
+        trainer = trainer_from_checkpoint(str(checkpoints[-1]), args.data_dir, args.device)
+    except (CheckpointError, DataError) as err:
+        raise StudyError(f"--trial: {err}") from None
+    export_logits(trainer, checkpoints[-1], output, args.splits)
+    return 0

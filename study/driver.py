@@ -1,0 +1,128 @@
+"""Running a study: data once, Ray up, resources resolved, Tune's fit, the end table.
+
+Called with settings that are already checked; everything here may start Ray. SIGTERM is made as
+graceful as Ctrl-C (Tune saves its state), and the end always names the results and, when the study
+is not complete, the command that continues it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+import ray
+
+from results import load_experiment
+from results.console import progress_text, trials_text
+
+from . import dashboard
+from .cluster import check_schedulable, check_shared_storage, start_ray
+from .progress import CompactProgress
+from .settings import StudyError, StudySettings, resume_command
+from .tuner import build_tuner, restore_tuner
+
+
+def prepare_data(settings: StudySettings) -> StudySettings:
+    """Download/check the data once, here, so trials never race to fetch it: they get `download=False`."""
+    from balpoe.data import load_raw
+    load_raw(settings.base)
+    return settings.with_changes(base=settings.base.replace(download=False)) if settings.base.download else settings
+
+
+def resolve_resources(settings: StudySettings) -> StudySettings:
+    """Per-trial CPUs and GPUs, now that the cluster's size is known; checked against it."""
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 1), resources.get("GPU", 0)
+    gpus_per_trial = settings.gpus_per_trial
+    if gpus_per_trial is None:
+        gpus_per_trial = 1.0 if gpus >= 1 else 0.0
+    if gpus_per_trial > gpus:
+        raise StudyError(f"--gpus-per-trial: {gpus_per_trial} per trial but the cluster has {gpus:g} GPUs")
+    cpus_per_trial = settings.cpus_per_trial
+    if cpus_per_trial is None:
+        parallel = min(settings.expected_trials, settings.max_concurrent or settings.expected_trials)
+        cpus_per_trial = 1.0 if gpus_per_trial else float(max(1, int(cpus // max(1, parallel))))
+    if cpus_per_trial > cpus:
+        raise StudyError(f"--cpus-per-trial: {cpus_per_trial:g} per trial but the cluster has {cpus:g} CPUs")
+    check_schedulable(cpus_per_trial, gpus_per_trial)
+    device = settings.base.device
+    if device.startswith("cuda") and not gpus_per_trial:
+        raise StudyError(f"--device: {device} needs a GPU in every trial; drop --device (auto) or give "
+                         f"--gpus-per-trial (got --gpus-per-trial {gpus_per_trial:g})")
+    check_shared_storage(settings.storage_path)
+    return settings.with_changes(cpus_per_trial=float(cpus_per_trial), gpus_per_trial=float(gpus_per_trial))
+
+
+def completed_experiment(settings: StudySettings):
+    """The experiment if it has nothing left to run, judged from the files (Tune shows interrupted
+    trials as terminated); else None."""
+    if not any(Path(settings.experiment_dir).glob("experiment_state-*.json")):
+        return None
+    exp = load_experiment(settings.experiment_dir)
+    return exp if exp.progress()["complete"] else None
+
+
+def summarise(settings: StudySettings, exp=None) -> int:
+    """The end table, read back from the experiment folder like any later `show`."""
+    exp = exp or load_experiment(settings.experiment_dir)
+    progress = exp.progress()
+    if len(exp.trials):
+        print()
+        print(trials_text(exp))
+    print(f"\n{progress_text(progress)}")
+    name, storage = shlex.quote(settings.name), shlex.quote(settings.storage_path)
+    print(f"results: {settings.experiment_dir}  (study.json, trial folders"
+          f"{', optuna.db' if settings.kind == 'search' else ''}); "
+          f"`python -m study.run report {name} --storage-path {storage}` writes tables and figures")
+    if not progress["complete"]:
+        print(f"the study is not complete; {resume_command(settings)}")
+        return 130 if not progress["errored"] else 1
+    return 0
+
+
+def quiet_ray() -> None:
+    """Our progress view replaces Tune's: its banner table, INFO lines and its own "Tuner.restore"
+    advice (we print the `resume` command) would bury it."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    for name in ("ray", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+
+
+def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = False) -> int:
+    """`settings` are checked and the experiment folder is locked; returns the exit code."""
+    if not resume:
+        settings = prepare_data(settings)
+    quiet_ray()
+    context = start_ray(args)
+    # SIGTERM would kill Tune without saving state; Tune treats SIGUSR1 like Ctrl-C, so forward it
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
+    served = False
+    try:
+        if not resume:
+            settings = resolve_resources(settings)
+            Path(settings.experiment_dir).mkdir(parents=True, exist_ok=True)
+            settings.save(settings.experiment_dir)
+        if args.serve_results:
+            url = dashboard.deploy(settings.storage_path, args.results_host, args.results_port, args.refresh,
+                                   dashboard.ray_dashboard(context))
+            served = True
+            print(f"results page: {url}experiments/{settings.name}")
+        print(f"{settings.kind} '{settings.name}': {settings.expected_trials} trial(s) × {settings.stop_epoch} epochs, "
+              f"{settings.cpus_per_trial:g} CPU / {settings.gpus_per_trial:g} GPU per trial -> {settings.experiment_dir}")
+        if resume:  # the progress view comes back with the pickled run config
+            tuner = restore_tuner(settings)
+        else:
+            tuner = build_tuner(settings, callbacks=[CompactProgress(settings, interval=args.progress_interval)])
+        tuner.fit()
+        return summarise(settings)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C now would only cut the clean-up short
+        if served:
+            dashboard.undeploy()
+        ray.shutdown()
+        sys.stdout.flush()
