@@ -16,13 +16,19 @@ fi
 
 NAME=first-study
 FOLDER="$PWD/runs/$NAME"
+ray_options=()   # with no options to give, a Ray dashboard already on its port would stop the study: move ours
+if ! "$VENV/bin/python" -c 'import socket; socket.socket().bind(("127.0.0.1", 8265))' 2>/dev/null; then
+    port="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    echo "port 8265 is taken (another Ray's dashboard?): this study's Ray dashboard takes port $port"
+    ray_options=(--dashboard-port "$port")
+fi
 if [ -e "$FOLDER/study.json" ]; then
     echo "$FOLDER exists: showing it again (an interrupted one is finished first); delete that folder to start afresh"
-    study resume "$NAME"
+    study resume "$NAME" "${ray_options[@]}"
 else
     echo "first study: the BalPoE recipe as 3 trials (seeds 1, 2, 3) of the smoke preset —" \
          "generated images, 2 epochs, no download, no GPU"
-    study baseline --preset smoke --seeds 1 2 3 --name "$NAME"
+    study baseline --preset smoke --seeds 1 2 3 --name "$NAME" "${ray_options[@]}"
 fi
 study report "$NAME"
 

@@ -92,6 +92,7 @@ def test_readme_links_into_docs():
 FAKE_PYTHON = """#!/usr/bin/env bash
 # records each call; exits with $FAKE_CODE when the call matches $FAKE_FAIL
 echo "$*" >> "$FAKE_LOG"
+[[ "$*" == *getsockname* ]] && echo 40123   # the free port a bind to port 0 found
 if [ -n "${FAKE_FAIL:-}" ] && [[ "$*" == *"$FAKE_FAIL"* ]]; then exit "$FAKE_CODE"; fi
 """
 FAKE_PYTHON3 = """#!/usr/bin/env bash
@@ -124,13 +125,14 @@ def checkout(tmp_path):
 
 
 def run_script(checkout, *args: str, script: str = "run.sh", **extra_env: str):
+    """The script's exit, output and its calls of the interpreter (checks with `-c` left out)."""
     root, work, env = checkout
     log = Path(env["FAKE_LOG"])
     log.unlink(missing_ok=True)
     done = subprocess.run(["bash", str(root / "scripts" / script), *args], cwd=work, capture_output=True,
                           text=True, env={**env, **extra_env}, timeout=60)
     calls = log.read_text().splitlines() if log.exists() else []
-    return done, calls
+    return done, [call for call in calls if not call.startswith("-c ")]
 
 
 def test_run_sh_makes_the_venv_installs_once_and_reinstalls_when_pyproject_changes(checkout):
@@ -141,7 +143,7 @@ def test_run_sh_makes_the_venv_installs_once_and_reinstalls_when_pyproject_chang
     assert done.stdout.splitlines()[0].startswith("creating .venv")
     assert "installing the toolkit into .venv (first time" in done.stdout
     assert calls[1] == "python3 -m venv " + str(root / ".venv")
-    assert [c for c in calls if not c.startswith(("python3", "-c"))] == [install, "-m study.run --help"]
+    assert [c for c in calls if not c.startswith("python3")] == [install, "-m study.run --help"]
     stamp = (root / ".venv" / ".toolkit-installed").read_text().split()
     assert stamp == [hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest(), "base"]
 
@@ -152,7 +154,7 @@ def test_run_sh_makes_the_venv_installs_once_and_reinstalls_when_pyproject_chang
         file.write("\n# changed\n")
     done, calls = run_script(checkout, "--help")
     assert "pyproject.toml changed since the last install" in done.stdout
-    assert [c for c in calls if not c.startswith("-c")] == [install, "-m study.run --help"]
+    assert calls == [install, "-m study.run --help"]
 
 
 def test_the_test_extra_serves_run_sh_but_not_the_other_way_round(checkout):
@@ -198,6 +200,14 @@ def test_no_arguments_run_the_first_study_then_its_report_and_name_the_next_comm
     done, calls = run_script(checkout)
     assert done.returncode == 0 and calls == ["-m study.run resume first-study", "-m study.run report first-study"]
     assert "exists: showing it again" in done.stdout
+
+
+def test_a_taken_dashboard_port_moves_the_first_studys_dashboard(checkout):
+    run_script(checkout, "--help")
+    done, calls = run_script(checkout, FAKE_FAIL="8265", FAKE_CODE="1")  # the bind to 8265 fails: taken
+    assert done.returncode == 0, done.stderr
+    assert "port 8265 is taken" in done.stdout and "takes port 40123" in done.stdout
+    assert calls[0] == "-m study.run baseline --preset smoke --seeds 1 2 3 --name first-study --dashboard-port 40123"
 
 
 def test_an_interrupted_first_study_stops_with_its_exit_code_before_the_report(checkout):
