@@ -10,7 +10,13 @@ Ray Serve from the cluster that runs the studies.
 
 Read-only: it opens experiment folders for reading and writes nothing. NAME must be a real folder
 directly under the storage path (no `..`, no absolute path, no symlink out of it): anything else is
-a 404. The replica reserves no CPU and no GPU, so it never takes a slot from a trial.
+a 404. An experiment that cannot be read now (damaged files) is flagged on the index and on its own
+page, and its JSON tables answer 409 with the reason; the other experiments are not affected.
+
+Each experiment is read once per change of its files (`snapshots.py`), and the tables, JSON and
+figures drawn from it are kept until then, so a page polled by a team costs a few `stat` calls per
+trial. The handlers are plain functions: FastAPI runs them in its thread pool, off the event loop.
+The replica reserves no CPU and no GPU, so it never takes a slot from a trial.
 """
 from __future__ import annotations
 
@@ -27,104 +33,149 @@ from balpoe.progress import format_duration
 
 from . import figures as figure_module
 from .console import default_columns
-from .experiment import Experiment, load_experiment
-from .html import escape, experiment_sections, page, provenance_sections, stamp, status_text, table_html
-from .reader import ExperimentError
+from .experiment import Experiment
+from .html import experiment_context, render, stamp, status_text, table_view
+from .snapshots import NotAnExperiment, Snapshot, Snapshots, ThisSecond
 
 APP_NAME = "balpoe-results"
 ROUTE_PREFIX = "/"
-FIGURE_CACHE_SIZE = 64
+NAME_MAX = 255                  # bytes in one file name (Linux, macOS): longer is no folder here
+MAX_ONGOING_REQUESTS = 100      # per replica; more wait in Serve's queue (the handlers are cheap once read)
+REQUEST_TIMEOUT_S = 300         # Serve's proxy answers 408 past this (a first view of a huge experiment takes
+                                # about a minute); the reading goes on and serves the next reload
+INDEX_COLUMNS = ["name", "kind", "trials", "finished", "asha_stopped", "unfinished", "errored", "not_started",
+                 "complete", "objective", "best", "last_update", "note"]
+DRAWING = threading.Lock()      # pyplot is not thread-safe: one figure drawn at a time
 
 
 class NotFound(Exception):
     pass
 
 
+class Unreadable(Exception):
+    """The experiment is there but cannot be read now; the message says why."""
+
+
 class ResultsSite:
     """Everything the page knows, without any web framework: experiments by name, their tables and
-    figures (drawn once per experiment version), and the HTML of each page."""
+    figures (each computed once per reading of the folder), and the HTML of each page."""
 
-    def __init__(self, storage_path: str | Path, refresh_s: int = 15, ray_dashboard_url: str | None = None):
+    def __init__(self, storage_path: str | Path, refresh_s: int = 15, ray_dashboard_url: str | None = None,
+                 recheck_s: float = 1.0):
         self.root = Path(storage_path).resolve()
         self.refresh_s = refresh_s
         self.ray_dashboard_url = ray_dashboard_url
-        self._figures: dict[tuple, bytes] = {}
-        self._lock = threading.Lock()
+        self.snapshots = Snapshots(recheck_s=recheck_s, prepare=self.prepare)
+        self._index = None              # (the snapshots it was made from, the index)
+        self.index_page = ThisSecond()
 
     # --- experiments ------------------------------------------------------------------------------
     def folder(self, name: str) -> Path:
         """The experiment folder for NAME, only if it is a real folder directly under the root."""
-        if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        if not name or name in (".", "..") or any(c in name for c in "/\\\0") or \
+                len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
             raise NotFound(name)
         candidate = self.root / name
-        if candidate.is_symlink() or not candidate.is_dir() or candidate.resolve().parent != self.root:
-            raise NotFound(name)
+        try:
+            if candidate.is_symlink() or not candidate.is_dir() or candidate.resolve().parent != self.root:
+                raise NotFound(name)
+        except (OSError, RuntimeError):  # unreadable, or gone while looked at
+            raise NotFound(name) from None
         return candidate
 
-    def experiment(self, name: str) -> Experiment:
+    def snapshot(self, name: str, wait: bool = True) -> Snapshot:
+        """The last reading of NAME; without `wait`, a placeholder while it is read the first time."""
         try:
-            return load_experiment(self.folder(name))
-        except ExperimentError:
+            return self.snapshots.get(self.folder(name), wait)
+        except NotAnExperiment:
             raise NotFound(name) from None
 
-    def experiments(self) -> list[Experiment]:
+    def prepare(self, snapshot: Snapshot) -> None:
+        """Before a new reading replaces the last one: its index row and its page, figures included,
+        so that no request waits for them."""
+        exp = snapshot.experiment
+        snapshot.view("index row", lambda: index_row(exp.name, snapshot))
+        snapshot.view(("page", None, None), lambda: self.experiment_context(snapshot, None, None))
+
+    def readable(self, name: str) -> tuple[Snapshot, Experiment]:
+        """The current snapshot of NAME and its experiment; Unreadable when it cannot be read now."""
+        snapshot = self.snapshot(name)
+        if snapshot.experiment is None:
+            raise Unreadable(f"experiment {name!r} cannot be read now: {snapshot.problem}")
+        return snapshot, snapshot.experiment
+
+    def experiment(self, name: str) -> Experiment:
+        return self.readable(name)[1]
+
+    def names(self) -> list[str]:
+        try:
+            children = sorted(child.name for child in self.root.iterdir())
+        except OSError:  # the storage folder is gone or unreadable: nothing to list
+            return []
+        return children
+
+    def current(self) -> tuple[tuple[str, Snapshot], ...]:
+        """(name, current snapshot) of every experiment under the root."""
         found = []
-        if not self.root.is_dir():
-            return found
-        for child in sorted(self.root.iterdir()):
+        for name in self.names():
             try:
-                found.append(self.experiment(child.name))
+                found.append((name, self.snapshot(name, wait=False)))
             except NotFound:
                 continue
-        return found
+        self.snapshots.keep_only({self.root / name for name, _ in found})
+        return tuple(found)
+
+    def index(self, found: tuple[tuple[str, Snapshot], ...]) -> dict:
+        """The index table, its JSON and its view, made once per set of snapshots."""
+        kept = self._index
+        if kept is not None and len(kept[0]) == len(found) and \
+                all(a == b and s is t for (a, s), (b, t) in zip(kept[0], found)):
+            return kept[1]
+        table = pd.DataFrame([snapshot.view("index row", lambda: index_row(name, snapshot))
+                              for name, snapshot in found], columns=INDEX_COLUMNS)
+        shown = table if table["note"].notna().any() else table.drop(columns="note")
+        index = {"table": table, "json": _records(table),
+                 "view": table_view(shown, row_hrefs=[f"experiments/{quote(n)}" for n in table["name"]])
+                 if len(table) else None}
+        self._index = (found, index)
+        return index
 
     def index_table(self) -> pd.DataFrame:
-        rows = []
-        for exp in self.experiments():
-            progress = exp.progress()
-            best = exp.sorted_trials()[exp.metric].iloc[0] if exp.metric in exp.trials and len(exp.trials) else math.nan
-            updated = exp.trials["last_update"].max() if len(exp.trials) else None
-            rows.append({"name": exp.name, "kind": exp.kind, "trials": len(exp.trials),
-                         **{s: progress[s] for s in ("finished", "asha_stopped", "unfinished", "errored",
-                                                    "not_started")},
-                         "complete": progress["complete"], "objective": exp.metric, "best": best,
-                         "last_update": updated})
-        return pd.DataFrame(rows, columns=["name", "kind", "trials", "finished", "asha_stopped", "unfinished",
-                                           "errored", "not_started", "complete", "objective", "best",
-                                           "last_update"])
+        return self.index(self.current())["table"]
+
+    def index_json(self) -> str:
+        return self.index(self.current())["json"]
+
+    def table_json(self, name: str, table: str) -> str:
+        """A table as JSON records; all but `running` (whose ages change by the second) computed once
+        per reading of the experiment."""
+        snapshot, exp = self.readable(name)
+        views = {"trials": exp.sorted_trials, "epochs": lambda: exp.epochs, "summary": exp.summary}
+        if table == "running":
+            return _records(exp.running())
+        return snapshot.view(("json", table), lambda: _records(views[table]()))
 
     # --- figures ----------------------------------------------------------------------------------
-    def figure_png(self, name: str, figure: str, exp: Experiment | None = None) -> bytes:
-        """The PNG, drawn once per experiment version (a page and its images share one drawing)."""
+    def figure_png(self, name: str, figure: str) -> bytes:
+        """The PNG, drawn once per reading of the experiment (a page and its images share one drawing)."""
         if figure not in figure_module.FIGURES:
             raise NotFound(figure)
-        exp = exp or self.experiment(name)
-        key = (name, figure, exp.version)
-        with self._lock:
-            cached = self._figures.get(key)
-        if cached is None:
-            try:
-                fig = figure_module.render(figure, exp)
-                buffer = io.BytesIO()
-                fig.savefig(buffer, format="png", dpi=110)
-                figure_module.plt.close(fig)
-                cached = buffer.getvalue()
-            except figure_module.NotApplicable as reason:
-                cached = reason
-            with self._lock:
-                if len(self._figures) >= FIGURE_CACHE_SIZE:
-                    self._figures.pop(next(iter(self._figures)))
-                self._figures[key] = cached
-        if isinstance(cached, figure_module.NotApplicable):
-            raise cached
-        return cached
+        return self.drawn(self.readable(name)[0], figure)
 
-    def figure_list(self, exp: Experiment) -> tuple[dict, dict]:
+    @staticmethod
+    def drawn(snapshot: Snapshot, figure: str) -> bytes:
+        png = snapshot.view(("figure", figure), lambda: _draw(figure, snapshot.experiment))
+        if isinstance(png, figure_module.NotApplicable):
+            raise png
+        return png
+
+    def figure_list(self, snapshot: Snapshot) -> tuple[dict, dict]:
         """Figures that apply now (URL by file name) and the others with the reason."""
+        exp = snapshot.experiment
         srcs, skipped = {}, {}
         for figure in figure_module.FIGURES:
             try:
-                self.figure_png(exp.name, figure, exp)
+                self.drawn(snapshot, figure)
             except figure_module.NotApplicable as reason:
                 skipped[figure] = str(reason)
                 continue
@@ -132,44 +183,46 @@ class ResultsSite:
         return srcs, skipped
 
     # --- pages ------------------------------------------------------------------------------------
-    def header_links(self, index: bool = False) -> str:
-        links = [] if index else ['<a href="../">all experiments</a>']
+    def page_header(self, index: bool = False) -> dict:
+        links = [] if index else [("all experiments", "../")]
         if self.ray_dashboard_url:
-            links.append(f'<a href="{escape(self.ray_dashboard_url)}">Ray dashboard</a>')
-        return '<p class="note">' + "".join(f"{link} · " for link in links) + f"updated {escape(stamp())}, " \
-            f"reloads every {escape(self.refresh_s)} s</p>"
+            links.append(("Ray dashboard", self.ray_dashboard_url))
+        return {"links": links, "updated": stamp(), "refresh_s": self.refresh_s}
 
     def index_html(self) -> str:
-        table = self.index_table()
-        parts = ["<h1>BalPoE studies</h1>", self.header_links(index=True), f'<p class="note">{escape(self.root)}</p>']
-        if table.empty:
-            parts.append('<p class="note">No experiments here yet: start one with <code>python -m study.run '
-                         "baseline</code> or <code>search</code>.</p>")
-        else:
-            names = [f'<a href="experiments/{escape(quote(n))}">{escape(n)}</a>' for n in table["name"]]
-            parts.append(_linked_first_column(table_html(table), names))
-        return page("BalPoE studies", parts, self.refresh_s)
+        index = self.index(self.current())
+        return self.index_page.get("index", lambda: render(
+            "index.html", title="BalPoE studies", root=str(self.root), experiments=index["view"],
+            **self.page_header(index=True)), depends_on=index)
 
     def experiment_html(self, name: str, sort: str | None = None, descending: bool | None = None) -> str:
-        exp = self.experiment(name)
+        snapshot = self.snapshot(name, wait=False)
+        exp = snapshot.experiment
+        if exp is None:
+            return render("unavailable.html", title=f"{name} — BalPoE study", name=name, pending=snapshot.pending,
+                          problem=snapshot.problem, **self.page_header())
+        if sort not in exp.trials.columns:
+            sort, descending = None, None
+        context = snapshot.view(("page", sort, descending),
+                                lambda: self.experiment_context(snapshot, sort, descending))
+        optuna_db = exp.path / "optuna.db"
+        return snapshot.page((sort, descending), lambda: render(
+            "live_experiment.html", **context, **self.running_section(exp), **self.page_header(),
+            optuna_db=str(optuna_db) if exp.kind == "search" and optuna_db.exists() else None))
+
+    def experiment_context(self, snapshot: Snapshot, sort: str | None, descending: bool | None) -> dict:
+        exp = snapshot.experiment
         tables = {"trials": exp.sorted_trials(), "summary": exp.summary(), "asha_fidelity": exp.asha_fidelity(),
                   "paper_comparison": exp.paper_comparison()}
         tables = {k: v for k, v in tables.items() if not v.empty}
-        parts = [f"<h1>{escape(exp.kind)} '{escape(exp.name)}'</h1>", self.header_links(),
-                 f'<p class="note">{escape(exp.path)} · {escape(status_text(exp))}</p>']
-        parts += self.running_section(exp)
-        if exp.kind == "search" and (exp.path / "optuna.db").exists():
-            parts.append(f'<p class="note">Optuna\'s own view: <code>optuna-dashboard sqlite:///'
-                         f'{escape(exp.path / "optuna.db")}</code></p>')
-        srcs, skipped = self.figure_list(exp)
-        parts += experiment_sections(exp, tables, srcs, skipped, trials_table=self.trials_html(exp, sort, descending))
-        parts += provenance_sections(exp)
-        return page(f"{exp.name} — BalPoE study", parts, self.refresh_s)
+        srcs, skipped = self.figure_list(snapshot)
+        return experiment_context(exp, tables, srcs, skipped, trials_table=self.trials_view(exp, sort, descending))
 
-    def running_section(self, exp: Experiment) -> list[str]:
+    def running_section(self, exp: Experiment) -> dict:
+        """The unfinished trials with their ETAs, as of now (never kept: the ages change by the second)."""
         running = exp.running()
         if running.empty:
-            return []
+            return {"running": None}
         active = running[running["state"] == "running"]
         not_started = exp.progress()["not_started"]
         per_epoch = running["seconds_per_epoch"].median()
@@ -177,50 +230,65 @@ class ResultsSite:
         if not_started and not math.isnan(per_epoch) and exp.stop_epoch:
             eta = (0 if math.isnan(eta) else eta) + not_started * exp.stop_epoch * per_epoch / max(1, len(active))
         shown = running.assign(eta=running["eta_s"].map(_duration), last_report=running["last_report_s_ago"].map(_duration))
-        return [f"<h2>Unfinished trials ({len(active)} running)</h2>",
-                f'<p class="note">Study ETA about {escape(_duration(eta))} (the slowest running trial, plus '
-                f"{escape(not_started)} trials not started yet at the current pace).</p>",
-                table_html(shown[["trial_id", "state", "epoch", "epochs", "seconds_per_epoch", "eta", "last_report"]])]
+        columns = ["trial_id", "state", "epoch", "epochs", "seconds_per_epoch", "eta", "last_report"]
+        return {"running": table_view(shown[columns]), "running_count": len(active), "study_eta": _duration(eta),
+                "not_started": not_started}
 
-    def trials_html(self, exp: Experiment, sort: str | None, descending: bool | None) -> str:
+    def trials_view(self, exp: Experiment, sort: str | None, descending: bool | None):
         trials = exp.sorted_trials()
         if trials.empty:
-            return '<p class="note">No trial has started yet.</p>'
+            return None
         columns = default_columns(exp, trials)
-        if sort in trials.columns:
+        if sort is not None:
             ascending = not descending if descending is not None else True
             trials = trials.sort_values(sort, ascending=ascending, na_position="last", kind="stable")
-        else:
-            sort = None
 
         def href(column: str) -> str:
             flip = "asc" if column == sort and descending else "desc"
             return f"{quote(exp.name)}?" + urlencode({"sort": column, "order": flip})
-        return table_html(trials[columns], sort_href=href)
+        return table_view(trials[columns], sort_href=href)
 
 
-def _linked_first_column(table: str, links: list[str]) -> str:
-    """Replace the first cell of each body row (the escaped name) with its link."""
-    head, _, body = table.partition("<tbody>")
-    rows = body.split("<tr>")
-    out = [rows[0]]
-    for row, link in zip(rows[1:], links):
-        cells = row.split("</td>", 1)
-        out.append(f"<td>{link}</td>" + cells[1] if len(cells) == 2 else row)
-    return head + "<tbody>" + "<tr>".join(out)
+def index_row(name: str, snapshot: Snapshot) -> dict:
+    """One experiment on the index: trials by status, the best objective value, the last update."""
+    exp = snapshot.experiment
+    if exp is None:
+        return {"name": name, "note": "being read; reload in a moment" if snapshot.pending
+                else f"cannot be read now: {snapshot.problem}"}
+    progress, warnings = exp.progress(), exp.warnings()
+    best = exp.sorted_trials()[exp.metric].iloc[0] if exp.metric in exp.trials and len(exp.trials) else math.nan
+    updated = exp.trials["last_update"].max() if len(exp.trials) else None
+    return {"name": name, "kind": exp.kind, "trials": len(exp.trials),
+            **{s: progress[s] for s in ("finished", "asha_stopped", "unfinished", "errored", "not_started")},
+            "complete": progress["complete"], "objective": exp.metric, "best": best, "last_update": updated,
+            "note": f"{len(warnings)} warning(s) on its page" if warnings else None}
+
+
+def _draw(figure: str, exp: Experiment) -> bytes | figure_module.NotApplicable:
+    with DRAWING:
+        try:
+            fig = figure_module.render(figure, exp)
+        except figure_module.NotApplicable as reason:
+            return reason
+        try:
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=110)
+        finally:
+            figure_module.plt.close(fig)
+    return buffer.getvalue()
 
 
 def _duration(seconds: float) -> str:
     return "–" if seconds is None or math.isnan(seconds) else format_duration(seconds)
 
 
-def _json(table: pd.DataFrame):
-    from fastapi import Response
-    return Response(table.to_json(orient="records", date_format="iso"), media_type="application/json")
+def _records(table: pd.DataFrame) -> str:
+    return table.to_json(orient="records", date_format="iso")
 
 
 def build_app(site: ResultsSite):
-    """The FastAPI app of the page; read-only GET routes."""
+    """The FastAPI app of the page; read-only GET routes, each a plain function (FastAPI runs those in
+    its thread pool, so a reading of the folder never blocks the event loop)."""
     from fastapi import FastAPI, HTTPException, Response
     from fastapi.responses import HTMLResponse
 
@@ -231,6 +299,11 @@ def build_app(site: ResultsSite):
             return make()
         except NotFound:
             raise HTTPException(status_code=404, detail="no such experiment or figure") from None
+        except Unreadable as reason:
+            raise HTTPException(status_code=409, detail=str(reason)) from None
+
+    def json_response(text: str) -> Response:
+        return Response(text, media_type="application/json")
 
     @app.get("/", response_class=HTMLResponse)
     def index():
@@ -250,28 +323,30 @@ def build_app(site: ResultsSite):
 
     @app.get("/api/experiments")
     def experiments():
-        return _json(site.index_table())
+        return json_response(site.index_json())
 
     @app.get("/api/experiments/{name}/{table}")
     def table(name: str, table: str):
-        views = {"trials": lambda exp: exp.sorted_trials(), "epochs": lambda exp: exp.epochs,
-                 "summary": lambda exp: exp.summary(), "running": lambda exp: exp.running()}
-        if table not in views:
-            raise HTTPException(status_code=404, detail=f"no table {table!r}; tables: {', '.join(views)}")
-        return _json(guarded(lambda: views[table](site.experiment(name))))
+        tables = ("trials", "epochs", "summary", "running")
+        if table not in tables:
+            raise HTTPException(status_code=404, detail=f"no table {table!r}; tables: {', '.join(tables)}")
+        return json_response(guarded(lambda: site.table_json(name, table)))
 
     return app
 
 
 def serve_app(storage_path: str, refresh_s: int = 15, ray_dashboard_url: str | None = None):
-    """The Ray Serve application (bind it with `serve.run`): one replica that reserves no CPU or GPU."""
+    """The Ray Serve application (bind it with `serve.run`): one replica that reserves no CPU or GPU
+    (trials keep every slot), taking up to MAX_ONGOING_REQUESTS at once; the page's state (the
+    snapshots) is built on the replica."""
     from ray import serve
 
-    site = ResultsSite(storage_path, refresh_s, ray_dashboard_url)
-    app = build_app(site)
+    def build():
+        return build_app(ResultsSite(storage_path, refresh_s, ray_dashboard_url))
 
-    @serve.deployment(name="ResultsPage", num_replicas=1, ray_actor_options={"num_cpus": 0, "num_gpus": 0})
-    @serve.ingress(app)
+    @serve.deployment(name="ResultsPage", num_replicas=1, max_ongoing_requests=MAX_ONGOING_REQUESTS,
+                      ray_actor_options={"num_cpus": 0, "num_gpus": 0})
+    @serve.ingress(build)
     class ResultsPage:
         pass
 

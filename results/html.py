@@ -1,39 +1,43 @@
-"""HTML of an experiment, shared by the offline report and the live results page.
+"""HTML of experiments, shared by the offline report and the live results page.
 
-Pages are assembled from fixed markup; every value that comes from an experiment (names, config
-values, errors, settings) passes through `escape`, and no template or code is built from it.
+The markup is in Jinja2 templates (`results/templates/`) rendered with autoescape on: every value that
+comes from an experiment folder (names, config values, errors, settings) is escaped by the engine, and
+no template is ever built from data. This module only shapes tables into what the templates show.
 """
 from __future__ import annotations
 
-import html
 import json
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
+import jinja2
 import pandas as pd
 
 from .experiment import Experiment
 from .stats import config_columns, is_canonical
 
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }
-th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
-th a { color: inherit; }
-.scroll { overflow-x: auto; } .note { color: #555; } .warn { color: #a33; }
-figure { display: inline-block; margin: 0.5em; } img { max-width: 560px; border: 1px solid #eee; }
-img.wide { max-width: 1130px; }
-pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-"""
 WIDE_FIGURES = {"learning_curves.png"}
 STATUS_ORDER = ("finished", "asha_stopped", "unfinished", "errored", "not_started")
 
+TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("results", "templates"),
+                               autoescape=jinja2.select_autoescape(["html"]),
+                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
-def escape(value) -> str:
-    return html.escape(str(value), quote=True)
+
+def render(template: str, **context) -> str:
+    return TEMPLATES.get_template(template).render(**context)
+
+
+@dataclass(frozen=True)
+class TableView:
+    """A table as the templates show it: texts only, links beside them (the engine escapes both)."""
+    headers: list[tuple[str, str | None]]      # (column, link that sorts by it)
+    rows: list[tuple[str | None, list[str]]]   # (link of the first cell, cells)
+    common: list[tuple[str, str]]              # constant configuration columns, said once above
+    more: int = 0                              # rows left out
+    more_note: str = ""
 
 
 def cell(value) -> str:
@@ -43,27 +47,23 @@ def cell(value) -> str:
         return f"{value:.4g}"
     if isinstance(value, pd.Timestamp):
         return value.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return escape(value)
+    return str(value)
 
 
-def table_html(table: pd.DataFrame, max_rows: int | None = None,
-               sort_href: Callable[[str], str] | None = None, more_note: str = "") -> str:
+def table_view(table: pd.DataFrame, max_rows: int | None = None, sort_href: Callable[[str], str] | None = None,
+               row_hrefs: list[str] | None = None, more_note: str = "") -> TableView:
     """A table with its constant configuration columns said once above it, not on every row; with
-    `sort_href`, each column header links to the table sorted by that column."""
+    `sort_href`, each column header links to the table sorted by that column; with `row_hrefs`, each
+    row's first cell links there."""
     constant = [c for c in config_columns(table) if len(table) > 1 and table[c].astype(str).nunique() == 1]
-    common = ""
+    common = [(c, cell(table[c].iloc[0])) for c in constant]
     if constant:
-        common = '<p class="note">All rows: ' + ", ".join(f"{escape(c)} {cell(table[c].iloc[0])}"
-                                                         for c in constant) + "</p>"
         table = table.drop(columns=constant)
     shown = table.head(max_rows) if max_rows else table
-    headers = "".join(f'<th><a href="{escape(sort_href(c))}">{escape(c)}</a></th>' if sort_href
-                      else f"<th>{escape(c)}</th>" for c in shown.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
-                   for row in shown.itertuples(index=False, name=None))
-    more = f'<p class="note">{len(table) - len(shown)} more rows{escape(more_note)}.</p>' \
-        if max_rows and len(table) > max_rows else ""
-    return f'{common}<div class="scroll"><table><thead><tr>{headers}</tr></thead><tbody>{rows}</tbody></table></div>{more}'
+    links = row_hrefs or [None] * len(shown)
+    rows = [(link, [cell(v) for v in row]) for link, row in zip(links, shown.itertuples(index=False, name=None))]
+    return TableView(headers=[(str(c), sort_href(c) if sort_href else None) for c in shown.columns], rows=rows,
+                     common=common, more=len(table) - len(shown), more_note=more_note)
 
 
 def status_text(exp: Experiment) -> str:
@@ -74,85 +74,41 @@ def status_text(exp: Experiment) -> str:
     return f"{len(exp.trials)} trials: {counts or 'none yet'} · {state} · objective {objectives}"
 
 
-def experiment_sections(exp: Experiment, tables: dict, figure_srcs: dict, skipped: dict,
-                        baseline: Experiment | None = None, trials_table: str | None = None) -> list[str]:
-    """The body of an experiment's page: trials, figures, seed statistics, baseline and paper
-    comparisons, ASHA fidelity, Optuna's record. `trials_table` replaces the default trials markup."""
+def experiment_context(exp: Experiment, tables: dict, figure_srcs: dict, skipped: dict,
+                       baseline: Experiment | None = None, trials_table: TableView | None = None) -> dict:
+    """What experiment.html shows of an experiment: trials, figures, seed statistics, baseline and
+    paper comparisons, ASHA fidelity, Optuna's record, provenance. `trials_table` replaces the default
+    view of the trials (the live page's sortable one)."""
     from .console import default_columns
-    parts = []
-    if exp.skipped_lines:
-        parts.append(f'<p class="warn">{escape(exp.skipped_lines)} half-written or damaged report line(s) '
-                     f'were left out.</p>')
+
+    def view(name: str, max_rows: int | None = None) -> TableView | None:
+        return table_view(tables[name], max_rows) if name in tables else None
+
     trials = tables.get("trials", pd.DataFrame())
-    parts.append("<h2>Trials (best first)</h2>")
-    if trials_table is not None:
-        parts.append(trials_table)
-    elif trials.empty:
-        parts.append('<p class="note">No trial has started yet.</p>')
-    else:
-        parts.append(table_html(trials[default_columns(exp, trials)], max_rows=25, more_note=" in the tables"))
-
-    parts.append("<h2>Figures</h2>")
-    for name, src in figure_srcs.items():
-        wide = ' class="wide"' if name in WIDE_FIGURES else ""
-        parts.append(f'<figure><img{wide} src="{escape(src)}" alt="{escape(name)}">'
-                     f"<figcaption>{escape(name)}</figcaption></figure>")
-    if skipped:
-        parts.append('<ul class="note">' + "".join(f"<li>{escape(n)}: {escape(why)}</li>"
-                                                   for n, why in skipped.items()) + "</ul>")
-
-    parts.append("<h2>Configurations over seeds (finished trials)</h2>")
-    parts.append(table_html(tables["summary"], 25) if "summary" in tables
-                 else '<p class="note">No finished trials yet.</p>')
-
-    parts.append("<h2>Against the baseline's seed noise</h2>")
-    if "baseline_comparison" in tables:
-        parts.append(f"<p>Baseline: '{escape(baseline.name)}' ({escape(baseline.path)}).</p>")
-        parts.append(table_html(tables["baseline_comparison"], 40))
-    else:
-        parts.append('<p class="note">No baseline given (<code>study.run report NAME --baseline BASELINE</code> '
-                     "compares every configuration with a seeded baseline experiment).</p>")
-
-    parts.append("<h2>Against the published figures</h2>")
-    if "paper_comparison" in tables:
-        parts.append(table_html(tables["paper_comparison"]))
-    else:
-        parts.append(f'<p class="note">Not shown: {escape(is_canonical(exp.trials)[1])}.</p>')
-
-    parts.append("<h2>ASHA fidelity: do early scores rank final scores?</h2>")
-    if "asha_fidelity" in tables:
-        fidelity = tables["asha_fidelity"]
-        parts.append('<p class="note">Spearman correlation, over the trials that ran to the end, between the '
-                     "objective at each rung and at the last epoch. With ASHA only a rung's survivors reach the "
-                     "end, so this is the ranking among survivors.</p>")
-        parts.append(table_html(fidelity))
-        parts += [f'<p class="warn">{escape(v)}</p>' for v in fidelity["verdict"] if not v.startswith("good")]
-    else:
-        parts.append('<p class="note">No rungs to check.</p>')
-
-    if "optuna_trials" in tables:
-        parts.append("<h2>Optuna's record (optuna.db)</h2>")
-        parts.append(table_html(tables["optuna_trials"], 25))
-    return parts
-
-
-def provenance_sections(exp: Experiment) -> list[str]:
+    if trials_table is None and not trials.empty:
+        trials_table = table_view(trials[default_columns(exp, trials)], max_rows=25, more_note=" in the tables")
+    fidelity = tables.get("asha_fidelity")
     versions = exp.settings.get("versions", {})
-    parts = ["<h2>Provenance</h2>",
-             "<p>" + " · ".join(f"{escape(k)} {escape(v)}" for k, v in versions.items() if k != "command") + "</p>"]
-    if "command" in versions:
-        parts.append(f"<pre>{escape(versions['command'])}</pre>")
-    parts.append("<h2>Resolved study settings (study.json)</h2>")
-    parts.append(f"<pre>{escape(json.dumps(exp.settings, indent=2, sort_keys=True))}</pre>")
-    return parts
-
-
-def page(title: str, parts: list[str], refresh_s: int | None = None) -> str:
-    """A whole page; `refresh_s` makes the browser reload it on its own (the live page)."""
-    refresh = f'<meta http-equiv="refresh" content="{int(refresh_s)}">' if refresh_s else ""
-    body = "\n".join(parts)
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">{refresh}<title>{escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+    return {
+        "title": f"{exp.name} — BalPoE study", "status": status_text(exp),
+        "exp": {"name": exp.name, "kind": exp.kind, "path": str(exp.path), "skipped_lines": exp.skipped_lines},
+        "warnings": exp.warnings(),
+        "trials": trials_table,
+        "figures": [(name, src, name in WIDE_FIGURES) for name, src in figure_srcs.items()],
+        "skipped_figures": skipped,
+        "summary": view("summary", 25),
+        "baseline": {"name": baseline.name, "path": str(baseline.path)} if baseline is not None else None,
+        "baseline_comparison": view("baseline_comparison", 40),
+        "paper_comparison": view("paper_comparison"),
+        "paper_reason": "" if "paper_comparison" in tables else is_canonical(exp.trials)[1],
+        "asha_fidelity": view("asha_fidelity"),
+        "fidelity_warnings": [v for v in fidelity["verdict"] if not v.startswith("good")] if fidelity is not None
+        else [],
+        "optuna_trials": view("optuna_trials", 25),
+        "versions": [(k, v) for k, v in versions.items() if k != "command"],
+        "command": versions.get("command"),
+        "settings_json": json.dumps(exp.settings, indent=2, sort_keys=True),
+    }
 
 
 def stamp() -> str:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import figures as figure_module
 from .experiment import Experiment
-from .html import escape, experiment_sections, page, provenance_sections, stamp, status_text
+from .html import experiment_context, render, stamp
 from .reader import ExperimentError
 from .tables import is_text_or_missing
 
@@ -111,18 +111,11 @@ def _write(folder: Path, files: dict[str, bytes]) -> list[Path]:
 
 
 # --- HTML ------------------------------------------------------------------------------------------
-def _links(paths: list[Path], root: Path) -> str:
-    return " · ".join(f'<a href="{escape(p.relative_to(root).as_posix())}">{escape(p.suffix[1:])}</a>' for p in paths)
-
-
 def render_html(exp: Experiment, tables: dict, table_files: dict, figures: dict, skipped: dict,
                 baseline: Experiment | None, root: Path) -> str:
-    parts = [f"<h1>{escape(exp.kind)} '{escape(exp.name)}'</h1>",
-             f'<p class="note">{escape(exp.path)} · report written {escape(stamp())} · {escape(status_text(exp))}</p>']
+    """The report's index.html (templates/report.html), with links relative to the report folder."""
     sources = {name: path.relative_to(root).as_posix() for name, path in figures.items()}
-    parts += experiment_sections(exp, tables, sources, skipped, baseline)
-    parts.append("<h2>Files</h2><ul>")
-    parts += [f"<li>{escape(name)}: {_links(paths, root)}</li>" for name, paths in table_files.items()]
-    parts.append("</ul>")
-    parts += provenance_sections(exp)
-    return page(f"{exp.name} — BalPoE study", parts)
+    files = [(name, [(p.relative_to(root).as_posix(), p.suffix[1:]) for p in paths])
+             for name, paths in table_files.items()]
+    return render("report.html", **experiment_context(exp, tables, sources, skipped, baseline),
+                  written=stamp(), files=files)

@@ -1,0 +1,231 @@
+"""Experiments as the live page sees them: each folder read once per change of its files, then shared
+by every request until the next change.
+
+A folder's fingerprint is the type, inode, size and modification time of every file the reader opens
+(`study.json`, `asha_stopped.json`, each trial's `params.json`, `result.json`, `error.txt`) plus the
+names in the folder: `stat` calls only, never an `open`. While it holds, the page answers from the
+snapshot it read last (looking again at most once a second), and whatever it derives from one (tables,
+JSON, figures, the index row) is computed once per snapshot. When it changes, a background thread
+reads it again while requests keep getting the last reading, and the new one replaces it once complete.
+
+A snapshot either holds the experiment or says why it cannot be read now (a damaged `study.json`,
+anything the reader raises): the page flags that experiment and goes on with the others. The reader
+itself never blocks on a record that is not a regular file (a named pipe) and notes damaged trial
+records in the experiment's `warnings()`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .experiment import Experiment, load_experiment
+from .reader import (ASHA_STOPPED_FILE, ERROR_FILE, PARAMS_FILE, RESULT_FILE, SETTINGS_FILE, ExperimentError,
+                     check_experiment_folder)
+
+EXPERIMENT_FILES = (SETTINGS_FILE, ASHA_STOPPED_FILE)
+TRIAL_FILES = (PARAMS_FILE, RESULT_FILE, ERROR_FILE)
+log = logging.getLogger(__name__)
+
+
+class NotAnExperiment(Exception):
+    """The folder is gone, or holds no experiment: the page does not list it."""
+
+
+class Memo:
+    """Values computed once per key, however many threads ask at once; a failure is not kept."""
+
+    def __init__(self):
+        self._values: dict = {}
+        self._locks: dict = {}
+        self._guard = threading.Lock()
+
+    def get(self, key, make: Callable):
+        if key in self._values:
+            return self._values[key]
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._values:
+                self._values[key] = make()
+            return self._values[key]
+
+
+class ThisSecond:
+    """The last value made for each key, kept while the clock stays in the same second: the pages show
+    times to the second, so within one second a page drawn from the same reading is the same page."""
+
+    def __init__(self):
+        self._values: dict = {}
+
+    def get(self, key, make: Callable, depends_on=None):
+        now = int(time.time())
+        kept = self._values.get(key)
+        if kept is not None and kept[0] == now and kept[1] is depends_on:
+            return kept[2]
+        value = make()
+        self._values[key] = (now, depends_on, value)
+        return value
+
+
+@dataclass
+class Snapshot:
+    """One reading of an experiment folder: the experiment, or why it cannot be read now."""
+    fingerprint: tuple
+    experiment: Experiment | None
+    problem: str = ""
+    pending: bool = False               # a placeholder: the folder's first reading is under way
+    views: Memo = field(default_factory=Memo)
+    pages: ThisSecond = field(default_factory=ThisSecond)
+    checked: float = -math.inf          # time.monotonic() when the fingerprint last matched the folder
+
+    def view(self, key, make: Callable):
+        """What the page derives from this reading (a table, its JSON, a figure), computed once."""
+        return self.views.get(key, make)
+
+    def page(self, key, make: Callable) -> str:
+        """A page drawn from this reading, drawn at most once a second."""
+        return self.pages.get(key, make)
+
+
+def file_state(path: str) -> tuple:
+    """(type, inode, size, mtime) of a file, () when absent, ("error", errno) when it cannot be looked at."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return ()
+    except OSError as err:
+        return ("error", err.errno)
+    return stat.S_IFMT(info.st_mode), info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def fingerprint(folder: Path) -> tuple:
+    """Every name in the folder, with the state of each file the reader would open there and in its
+    sub-folders (the trials). Raises OSError when the folder cannot be listed."""
+    marks = []
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name in EXPERIMENT_FILES:
+                marks.append((entry.name, file_state(entry.path)))
+            elif _is_folder(entry):
+                marks += [(f"{entry.name}/{name}", file_state(os.path.join(entry.path, name))) for name in TRIAL_FILES]
+            else:
+                marks.append((entry.name, None))
+    return tuple(marks)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+class Snapshots:
+    """The current snapshot of each experiment folder, read again when its fingerprint changes.
+
+    Readings happen in a few background threads, one per folder at a time: while a changed folder is
+    read again, requests get the last reading (nobody waits for a re-read), and `prepare` runs on each
+    new reading before it replaces the old one (the page draws its figures there). Only a folder never
+    read before makes a request wait, and only when it asks to (`wait`); otherwise it gets a
+    placeholder (`pending`). A snapshot checked less than `recheck_s` ago is served without looking at
+    the files again: under a burst of requests a folder is looked at once a second, not once a request."""
+
+    def __init__(self, load: Callable[[Path], Experiment] = load_experiment, recheck_s: float = 1.0,
+                 prepare: Callable[[Snapshot], None] | None = None, readers: int = 2):
+        self._load = load
+        self._prepare = prepare
+        self.recheck_s = recheck_s
+        self._current: dict[Path, Snapshot] = {}
+        self._reading: dict[Path, Future] = {}
+        self._guard = threading.Lock()
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="experiment-reader")
+
+    def get(self, folder: Path, wait: bool = True) -> Snapshot:
+        start = time.monotonic()
+        current = self._current.get(folder)
+        if current is not None and start - current.checked < self.recheck_s:
+            return current
+        marks = self._fingerprint(folder)
+        if current is not None and current.fingerprint == marks:
+            current.checked = start
+            return current
+        reading = self._read_soon(folder, marks, start)
+        if current is not None:
+            current.checked = start  # the new reading is under way: look again in a second
+            return current
+        return reading.result() if wait else Snapshot(marks, None, pending=True)
+
+    def keep_only(self, folders: set[Path]) -> None:
+        """Forget folders that are gone (the index lists what is there now)."""
+        with self._guard:
+            for folder in set(self._current) - folders:
+                self._current.pop(folder, None)
+
+    def _read_soon(self, folder: Path, marks: tuple, start: float) -> Future:
+        """The reading of the folder under way, or a new one."""
+        with self._guard:
+            reading = self._reading.get(folder)
+            if reading is None:
+                reading = self._readers.submit(self._read_and_keep, folder, marks, start)
+                self._reading[folder] = reading
+            return reading
+
+    def _read_and_keep(self, folder: Path, marks: tuple, start: float) -> Snapshot:
+        try:
+            snapshot = self._read(folder, marks)
+            if self._prepare is not None and snapshot.experiment is not None:
+                try:
+                    self._prepare(snapshot)
+                except Exception:  # what was not prepared is made on request, where its error shows
+                    log.exception("cannot prepare the views of %s", folder)
+            snapshot.checked = start
+            with self._guard:
+                self._current[folder] = snapshot
+            return snapshot
+        except NotAnExperiment:
+            with self._guard:
+                self._current.pop(folder, None)
+            raise
+        finally:
+            with self._guard:
+                self._reading.pop(folder, None)
+
+    @staticmethod
+    def _fingerprint(folder: Path) -> tuple:
+        try:
+            return fingerprint(folder)
+        except OSError:
+            if not folder.is_dir():
+                raise NotAnExperiment(folder) from None
+            return (("error",),)  # listed but not readable: the reading below says why
+
+    def _read(self, folder: Path, marks: tuple) -> Snapshot:
+        try:
+            check_experiment_folder(folder)
+        except ExperimentError:
+            raise NotAnExperiment(folder) from None
+        try:
+            return Snapshot(marks, self._load(folder))
+        except Exception as err:
+            if not folder.is_dir():  # removed while it was read
+                raise NotAnExperiment(folder) from None
+            return Snapshot(marks, None, problem(err, folder))
+
+
+def problem(err: Exception, folder: Path) -> str:
+    """Why an experiment cannot be read, in a line for its row and its page."""
+    if isinstance(err, ExperimentError):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"{err.filename or folder}: {err.strerror or err}"
+    # a case the reader does not know yet: one experiment must not take down the page; the log says where
+    log.exception("cannot read the experiment %s", folder)
+    return f"cannot be read ({type(err).__name__}: {err})"
