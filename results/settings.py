@@ -19,6 +19,7 @@ from balpoe.config import UINT32_MAX, Config, ConfigError, config_error
 from search_spaces import SpaceError, get_space, resolve_ranges
 
 SETTINGS_FILE = "study.json"
+STARTED_FILE = ".study-started.json"  # study.json as the study started: a started study cannot change
 DEFAULT_OBJECTIVES = (("val_balanced_acc", "max"),)
 # metrics reported every epoch that may be optimised; test metrics never are (that would leak)
 OBJECTIVE_METRICS = ("val_balanced_acc", "val_acc", "val_many_acc", "val_medium_acc", "val_few_acc",
@@ -57,6 +58,7 @@ class StudySettings(BaseModel):
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
     max_failures: int = 2
+    min_free_mb: float = 200.0                         # stop cleanly (resumable) below this much free disk
     versions: dict[str, Any] = {}
 
     def __init__(self, **values: Any) -> None:
@@ -155,8 +157,9 @@ class StudySettings(BaseModel):
             raise StudyError(f"--cpus-per-trial: must be a number > 0 (got {self.cpus_per_trial})")
         for option, value, least in (("--checkpoint-every", self.checkpoint_every, 1),
                                      ("--keep-checkpoints", self.keep_checkpoints, 1),
-                                     ("--max-failures", self.max_failures, 0)):
-            if value < least:
+                                     ("--max-failures", self.max_failures, 0),
+                                     ("--min-free-mb", self.min_free_mb, 0)):
+            if not (math.isfinite(value) and value >= least):
                 raise StudyError(f"{option}: must be >= {least} (got {value})")
         return self
 
@@ -177,7 +180,26 @@ class StudySettings(BaseModel):
 
     # --- the file ---------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
-        Path(folder, SETTINGS_FILE).write_text(self.model_dump_json(indent=2) + "\n")
+        """`study.json`, and the hidden copy that `changes_since_start` compares it with."""
+        text = self.model_dump_json(indent=2) + "\n"
+        Path(folder, STARTED_FILE).write_text(text)
+        Path(folder, SETTINGS_FILE).write_text(text)
+
+    def changes_since_start(self, folder: str | Path) -> list[str]:
+        """Fields whose value differs from the study's start (`field: old → new`). Tune resumes with
+        what the study started with, so an edited study.json would be half applied. A folder moved or
+        copied keeps its study: its place and name may differ. Empty for folders without the copy."""
+        try:
+            started = json.loads(Path(folder, STARTED_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        def flat(values: dict) -> dict:
+            return {f"{name}.{key}" if isinstance(value, dict) else name: inner
+                    for name, value in values.items() if name not in ("storage_path", "name")
+                    for key, inner in (value.items() if isinstance(value, dict) else [(None, value)])}
+        before, now = flat(started if isinstance(started, dict) else {}), flat(self.model_dump(mode="json"))
+        return [f"{name}: {_shown(before.get(name))} → {_shown(now.get(name))}"
+                for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
 
     @classmethod
     def load(cls, folder: str | Path) -> "StudySettings":

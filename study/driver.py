@@ -21,6 +21,7 @@ from results.console import progress_text, trials_text
 
 from . import dashboard
 from .cluster import check_schedulable, check_shared_storage, start_ray
+from .disk import DiskGuard
 from .progress import CompactProgress
 from .settings import StudyError, StudySettings, resume_command
 from .tuner import build_tuner, restore_tuner
@@ -117,7 +118,8 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
         if resume:  # the progress view comes back with the pickled run config
             tuner = restore_tuner(settings)
         else:
-            tuner = build_tuner(settings, callbacks=[CompactProgress(settings, interval=args.progress_interval)])
+            tuner = build_tuner(settings, callbacks=[CompactProgress(settings, interval=args.progress_interval),
+                                                     DiskGuard(settings.min_free_mb)])
         tuner.fit()
         return summarise(settings)
     finally:

@@ -11,7 +11,7 @@ import os
 from balpoe.cli import SPLITS, HelpFormatter, add_recipe_options
 from search_spaces import SPACE_NAMES
 
-from .settings import PRESETS
+from .settings import PRESETS, StudySettings
 
 DEFAULT_STORAGE = "./runs"
 DEFAULT_DASHBOARD_PORT = 8265
@@ -87,6 +87,8 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint-every", type=int, default=10, help="checkpoint every N epochs (and at the end)")
     group.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept per trial")
     group.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial, from its checkpoint")
+    group.add_argument("--min-free-mb", type=float, default=StudySettings.model_fields["min_free_mb"].default,
+                       help="stop the study cleanly (resumable) when less disk than this is free under --storage-path")
     add_cluster_options(group)
     add_recipe_options(parser, skip=("seed", "save_dir", "save_period"))
 

@@ -57,8 +57,15 @@ class CompactProgress(Callback):
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
 
+    def _state(self, trial) -> dict:
+        """What the view knows of a trial; a resumed study starts from Tune's last result of it."""
+        if trial.trial_id not in self.trials:
+            last = trial.last_result or {}
+            self.trials[trial.trial_id] = {"epoch": last.get("epoch", 0), "best": last.get(self.metric)}
+        return self.trials[trial.trial_id]
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        state = self.trials.setdefault(trial.trial_id, {"epoch": 0, "best": None})
+        state = self._state(trial)
         if result.get("epoch", 0) > state["epoch"] and result.get("time_this_iter_s"):
             self.epoch_seconds.append(float(result["time_this_iter_s"]))
         state["epoch"] = result.get("epoch", state["epoch"])
@@ -84,6 +91,8 @@ class CompactProgress(Callback):
         counts: dict[str, int] = {}
         for trial in trials:
             counts[trial.status] = counts.get(trial.status, 0) + 1
+        for trial in trials:
+            self._state(trial)
         bests = [(s["best"], tid) for tid, s in self.trials.items() if s["best"] is not None]
         best = (max if self.mode == "max" else min)(bests) if bests else None
         elapsed = time.monotonic() - self.started
@@ -95,7 +104,7 @@ class CompactProgress(Callback):
                     f"ETA {eta}")
         for trial in trials:
             if trial.status == "RUNNING":
-                state = self.trials.get(trial.trial_id, {"epoch": 0, "best": None})
+                state = self._state(trial)
                 best_value = f"{state['best']:.4f}" if state["best"] is not None else "-"
                 self._print(f"    {trial.trial_id}  epoch {state['epoch']:>4}/{self.planned}  "
                             f"{self.metric} best {best_value}")
@@ -105,7 +114,7 @@ class CompactProgress(Callback):
         if not self.epoch_seconds:
             return None
         unfinished = [t for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED")]
-        epochs = sum(self.expected_remaining(self.trials.get(t.trial_id, {"epoch": 0})["epoch"]) for t in unfinished)
+        epochs = sum(self.expected_remaining(self._state(t)["epoch"]) for t in unfinished)
         epochs += max(0, self.expected - len(trials)) * self.expected_remaining(0)
         running = max(1, sum(t.status == "RUNNING" for t in trials))
         return epochs * statistics.median(self.epoch_seconds) / running

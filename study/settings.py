@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         seeds=tuple(args.seeds) if kind == "baseline" else (config.seed,),
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints, max_failures=args.max_failures, versions=versions(),
+        keep_checkpoints=args.keep_checkpoints, max_failures=args.max_failures, min_free_mb=args.min_free_mb,
+        versions=versions(),
         max_t=max_t, asha=False, grace_period=default_grace_period(config, max(1, max_t)))
     if kind == "search":
         space = get_space(args.space)
@@ -98,7 +100,20 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     problem = writable_folder_problem(settings.storage_path)
     if problem:
         raise StudyError(f"--storage-path: {problem}")
+    free = free_mb(settings.storage_path)
+    if free < settings.min_free_mb:
+        raise StudyError(f"--storage-path: only {free:.0f} MB free under {settings.storage_path}; a study stops "
+                         f"when less than {settings.min_free_mb:g} MB is left (--min-free-mb): free some space "
+                         f"or choose another --storage-path")
     return settings
+
+
+def free_mb(path: str) -> float:
+    """Free space where `path` is or will be (its nearest existing folder)."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free / 2**20
 
 
 def check_not_searched(args: argparse.Namespace, space) -> None:
@@ -134,6 +149,11 @@ def resume_settings(args: argparse.Namespace) -> StudySettings:
     if not (folder / SETTINGS_FILE).exists():
         raise StudyError(f"resume: no study at {folder} (no {SETTINGS_FILE}); check the name and --storage-path")
     saved = StudySettings.load(folder)
+    changed = saved.changes_since_start(folder)
+    if changed:
+        raise StudyError(f"{SETTINGS_FILE}: {folder / SETTINGS_FILE} was changed after the study started "
+                         f"({'; '.join(changed)}); a started study keeps its settings: put the values back, or "
+                         f"start a new study with them (another --name)")
     return saved.with_changes(storage_path=str(folder.resolve().parent), name=folder.name)
 
 

@@ -19,8 +19,8 @@ import torch
 from ray import tune
 
 from balpoe.checkpoint import load_checkpoint, restore, save_checkpoint
-from balpoe.config import format_tau_list
 from balpoe.trainer import Trainer
+from results.context import TrialContext
 from search_spaces import resolve_trial_config
 
 STATE_FILE = "trainer_state.pth"
@@ -43,11 +43,9 @@ def train_balpoe(trial_config: dict, on_epoch_end=None) -> None:
             restore(trainer, load_checkpoint(Path(folder) / STATE_FILE), STATE_FILE)
     every = int(trial_config.get("checkpoint_every", 1))
     stop = min(int(trial_config.get("stop_epoch", config.epochs)), config.epochs)  # --max-t: an earlier end
-    context = {"device": str(trainer.device), "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-               "node_id": ray.get_runtime_context().get_node_id(),  # where it ran: hosts can share a name
-               "tau_list": format_tau_list(config.tau_list), "mixup_alpha": config.mixup_alpha,
-               "num_experts": config.num_experts, "seed": config.seed, "planned_epochs": config.epochs,
-               "stop_epoch": stop}
+    context = TrialContext.of(config, stop, device=str(trainer.device),
+                              gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                              node_id=ray.get_runtime_context().get_node_id()).row()
     while trainer.epoch < stop:
         metrics = trainer.run_epoch()
         if on_epoch_end:

@@ -126,3 +126,26 @@ def test_study_settings_errors_name_the_option(tmp_path):
         settings.with_changes(max_concurrent=0)
     with pytest.raises(StudyError, match="num_samples: must be a valid integer"):
         settings.with_changes(num_samples="4")
+
+
+def test_resume_refuses_a_study_json_edited_after_the_start_naming_each_change(tmp_path):
+    settings = settings_for(SEARCH, tmp_path)
+    folder = tmp_path / settings.name
+    folder.mkdir()
+    settings.save(folder)
+    values = json.loads((folder / "study.json").read_text())
+    values["num_samples"], values["base"]["epochs"] = 8, 4
+    (folder / "study.json").write_text(json.dumps(values))
+    with pytest.raises(StudyError) as caught:
+        resume_settings(build_parser().parse_args(["resume", str(folder)]))
+    message = str(caught.value)
+    assert "was changed after the study started" in message and "num_samples: 4 → 8" in message
+    assert "base.epochs: 2 → 4" in message and "another --name" in message
+
+
+def test_the_trial_context_is_declared_once_for_the_trainable_and_the_tables():
+    from results.context import CONTEXT_KEYS, TrialContext
+    from results.tables import NOT_EPOCH_METRICS
+    row = TrialContext.of(Config(precision="bf16"), 7, device="cpu", gpu_ids="", node_id="n1").row()
+    assert set(row) == CONTEXT_KEYS <= NOT_EPOCH_METRICS
+    assert (row["tau_list"], row["stop_epoch"], row["planned_epochs"], row["precision"]) == ("0;1;2", 7, 200, "bf16")

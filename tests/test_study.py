@@ -356,3 +356,32 @@ def test_an_address_that_accepts_but_is_no_ray_ends_within_the_timeout(tmp_path)
     assert done.returncode == 2, done.stderr
     assert f"error: --address: the Ray cluster at {address} did not answer within 3 s" in done.stderr
     assert "Traceback" not in done.stderr and time.monotonic() - started < 60
+
+
+@pytest.mark.ray
+def test_a_study_stops_cleanly_before_its_disk_is_full_and_resume_keeps_every_epoch(tmp_path, capsys, monkeypatch):
+    import study.disk
+    experiment = tmp_path / "baseline-smoke"
+    monkeypatch.setattr(study.disk, "free_mb", lambda path: 50.0)  # below the 200 MB reserve from epoch 1 on
+    code = main(["baseline", *SMOKE, "--epochs", "4", "--checkpoint-every", "1", "--storage-path", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 130, out + err
+    assert f"--storage-path: only 50 MB free under {experiment}" in err and "stopping the study cleanly" in err
+    assert "python -m study.run resume baseline-smoke" in out
+    stopped_at = [r["epoch"] for r in next(iter(reports(experiment).values()))]
+    assert stopped_at and stopped_at == list(range(1, len(stopped_at) + 1)) and len(stopped_at) < 4
+
+    monkeypatch.undo()  # space was freed
+    assert main(["resume", "baseline-smoke", "--storage-path", str(tmp_path)]) == 0
+    assert [r["epoch"] for r in next(iter(reports(experiment).values()))] == [1, 2, 3, 4]
+
+
+def test_a_study_without_room_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    import ray
+    import study.settings
+    monkeypatch.setattr(study.settings, "free_mb", lambda path: 10.0)
+    assert main(["baseline", *SMOKE, "--storage-path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--storage-path: only 10 MB free" in err and "--min-free-mb" in err and not ray.is_initialized()
+    assert main(["baseline", *SMOKE, "--min-free-mb", "-1", "--storage-path", str(tmp_path)]) == 2
+    assert "--min-free-mb: must be >= 0 (got -1.0)" in capsys.readouterr().err

@@ -58,7 +58,8 @@ def test_eta_counts_expected_epochs_under_asha_and_waits_for_a_timed_epoch():
     assert progress.expected_remaining(0) == pytest.approx(2.0)
     assert progress.expected_remaining(1) == pytest.approx(1 + 2 / 2)
     assert progress.expected_remaining(3) == pytest.approx(1.0)
-    trials = [SimpleNamespace(trial_id="a", status="RUNNING"), SimpleNamespace(trial_id="b", status="RUNNING")]
+    trials = [SimpleNamespace(trial_id="a", status="RUNNING", last_result={}),
+              SimpleNamespace(trial_id="b", status="RUNNING", last_result={})]
     assert progress.eta(trials) is None  # "estimating": nothing timed yet, however long it has run
     progress.on_trial_result(0, trials, trials[0], {"epoch": 1, "time_this_iter_s": 3.0, "val_balanced_acc": 0.2})
     # a at epoch 1 (2 expected), b at 0 (2), one trial not created yet (2): 6 epochs × 3 s over 2 running
@@ -87,3 +88,14 @@ def test_max_t_ends_trials_as_finished_with_their_test_evaluation(tmp_path):
     assert exp.trials["test_full_acc"].notna().all() and exp.progress()["complete"]
     code, out = run_cli(["resume", "search-alpha_tau-smoke", "--storage-path", str(tmp_path)])
     assert code == 0 and "already complete; nothing to resume" in out
+
+
+def test_a_resumed_study_shows_each_trial_where_tune_last_saw_it():
+    import io
+    from study.progress import CompactProgress
+    stream = io.StringIO()
+    progress = CompactProgress(fake_settings(), stream=stream)
+    trial = SimpleNamespace(trial_id="a", status="RUNNING", last_result={"epoch": 3, "val_balanced_acc": 0.5})
+    progress.print_status([trial])
+    assert "epoch    3/4" in stream.getvalue() and "best 0.5000" in stream.getvalue()
+    assert "no results yet" not in stream.getvalue()
