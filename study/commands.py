@@ -1,11 +1,18 @@
 """The read-only commands: `show`, `report` and `export` read an experiment folder through `results`,
-without Ray, while a study runs or after it crashed."""
+without Ray, while a study runs or after it crashed. Imported only when one of them runs."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from balpoe.checkpoint import CheckpointError, trainer_from_checkpoint
+from balpoe.cli import check_output_folder
+from balpoe.datasets import DataError
+from balpoe.export import export_logits
 from results import ExperimentError, load_experiment
+from results.console import progress_text, trials_text
+from results.report import ReportError, write_report
+from results.stats import NotComparable
 
 from .settings import SETTINGS_FILE, StudyError, experiment_folder
 
@@ -20,7 +27,6 @@ def open_experiment(name: str, storage_path: str, option: str = "experiment"):
 
 
 def show(args: argparse.Namespace) -> int:
-    from results.console import progress_text, trials_text
     exp = open_experiment(args.name, args.storage_path)
     if args.list_columns:
         print("\n".join(exp.trials.columns))
@@ -37,8 +43,6 @@ def show(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from results.report import ReportError, write_report
-    from results.stats import NotComparable
     exp = open_experiment(args.name, args.storage_path)
     baseline = open_experiment(args.baseline, args.storage_path, "--baseline") if args.baseline else None
     try:
@@ -50,10 +54,6 @@ def report(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from balpoe.checkpoint import CheckpointError, trainer_from_checkpoint
-    from balpoe.cli import check_output_folder
-    from balpoe.datasets import DataError
-    from balpoe.export import export_logits
     exp = open_experiment(args.name, args.storage_path)
     if args.trial == "best":
         finished = exp.sorted_trials()[lambda t: t["status"] == "finished"]
