@@ -95,7 +95,7 @@ class OptunaSearcher(Searcher):
             storage=self.storage, sampler=self.sampler, pruner=optuna.pruners.NopPruner(),
             study_name=self.study_name, load_if_exists=True,
             directions=["maximize" if mode == "max" else "minimize" for mode in self.modes])
-        self.folder, self.live = Path(folder), {}
+        self.folder, self.live = Path(folder).resolve(), {}
         if not self.study.trials and self.seed_point:
             self.study.enqueue_trial(self.seed_point)
         known = set(self.trial_numbers.values())

@@ -6,58 +6,47 @@ from pathlib import Path
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
-from results.reader import ASHA_STOPPED_FILE
+from balpoe.files import atomic_write
+from results.reader import ASHA_STOPPED_FILE, DamagedFile, read_asha_stopped
 from search_spaces import get_space, paper_point, tune_domains
 
+from .in_folder import InFolder, InFolderFIFO
 from .progress import CompactProgress
+from .searcher import OptunaSearcher
 from .settings import StudySettings
 from .trainable import train_balpoe
 
 
-
-class RecordingASHA(ASHAScheduler):
+class RecordingASHA(InFolder, ASHAScheduler):
     """ASHA that writes down which trials it stopped: after an interrupt Tune shows every trial as
-    terminated, so this record is how a study tells "stopped early by ASHA" from "cut off"."""
+    terminated, so this record is how a study tells "stopped early by ASHA" from "cut off". It is kept in
+    the study's folder wherever that is now (`InFolder`), and a resumed study adds to the stops recorded
+    before it (Tune does not save a scheduler's state). It is also written to Tune's staging folder for the
+    experiment, which Tune copies over the experiment folder at each save: a resumed study's staging folder
+    starts with the files of the folder it resumed, and would put back the record from before the resume."""
 
-    def __init__(self, record_path: str, **kwargs):
-        super().__init__(**kwargs)
-        self.record_path = record_path
+    def __init__(self, record_path: str, *, time_attr: str, max_t: int, **kwargs):
+        super().__init__(time_attr=time_attr, max_t=max_t, **kwargs)
+        self.time_attr, self.max_t, self.record_name = time_attr, max_t, Path(record_path).name
         self.stopped: list[str] = []
         if not Path(record_path).exists():  # present from the start: "no stops yet" is a record too
             Path(record_path).write_text("[]")
 
+    def on_folder_known(self, tune_controller) -> None:
+        super().on_folder_known(tune_controller)
+        try:
+            self.stopped = sorted(read_asha_stopped(self.folder))
+        except DamagedFile:  # rewritten whole with the next stop
+            self.stopped = []
+
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
-        if decision == self.STOP and result.get(self._time_attr, 0) < self._max_t and trial.trial_id not in self.stopped:
+        if decision == self.STOP and result.get(self.time_attr, 0) < self.max_t and trial.trial_id not in self.stopped:
             self.stopped.append(trial.trial_id)
-            Path(self.record_path).write_text(json.dumps(self.stopped))
+            for folder in (self.folder, Path(trial.local_experiment_path)):  # Tune copies the second over the first
+                atomic_write(folder / self.record_name, lambda tmp: tmp.write_text(json.dumps(self.stopped)))
         return decision
-
-
-class PruningOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna PRUNED, not COMPLETE, for a trial that ended before its stop
-    epoch without an error — one ASHA stopped. Ray's own class tells COMPLETE with the early value,
-    so TPE would rank epoch-50 scores with epoch-200 ones; as PRUNED, TPE ranks it by the step it
-    reached, from the per-epoch intermediate values (Tune passes on every result but the one that
-    stopped the trial; that one is reported here). It uses OptunaSearch's internal trial map; Ray is
-    pinned."""
-
-    def __init__(self, stop_epoch: int, **kwargs):
-        super().__init__(**kwargs)
-        self.stop_epoch = stop_epoch
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        stopped_early = bool(result) and not error and result.get("epoch", self.stop_epoch) < self.stop_epoch
-        if not stopped_early or trial_id in self._completed_trials:
-            return super().on_trial_complete(trial_id, result, error)
-        from optuna.trial import TrialState
-        trial = self._ot_trials[trial_id]
-        if not isinstance(self.metric, list) and self.metric in result:  # Tune withholds the stopping result
-            trial.report(result[self.metric], result.get("training_iteration", result["epoch"]))
-        self._ot_study.tell(trial, state=TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
 
 
 def trainable_with_resources(settings: StudySettings):
@@ -77,26 +66,18 @@ def param_space(settings: StudySettings) -> dict:
     return space
 
 
-def searcher(settings: StudySettings):
-    import optuna
-    module = get_space(settings.space)
-    seed_point = paper_point(module, settings.ranges)
-    multi = len(settings.objectives) > 1
-    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(settings.experiment_dir) / 'optuna.db'}")
+def searcher(settings: StudySettings) -> OptunaSearcher:
+    """TPE from the settings, seeded with the paper's point when it lies in the ranges."""
     several_at_once = settings.max_concurrent != 1  # then TPE must not sample next to a running trial
-    return PruningOptunaSearch(
-        stop_epoch=settings.stop_epoch,
-        metric=[m for m, _ in settings.objectives] if multi else None,
-        mode=[m for _, m in settings.objectives] if multi else None,
-        points_to_evaluate=[seed_point] if seed_point else None,
-        sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed, n_startup_trials=settings.startup_trials,
-                                           constant_liar=several_at_once),
-        study_name=settings.name, storage=storage)
+    return OptunaSearcher(settings.experiment_dir, settings.name, settings.objectives, settings.stop_epoch,
+                          seed_point=paper_point(get_space(settings.space), settings.ranges),
+                          sampler_seed=settings.sampler_seed, startup_trials=settings.startup_trials,
+                          constant_liar=several_at_once)
 
 
 def build_tuner(settings: StudySettings, callbacks=None, trainable=None) -> tune.Tuner:
     multi = len(settings.objectives) > 1
-    scheduler = None
+    scheduler = InFolderFIFO()
     if settings.asha:
         scheduler = RecordingASHA(
             str(Path(settings.experiment_dir) / ASHA_STOPPED_FILE), time_attr="epoch",

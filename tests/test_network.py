@@ -18,6 +18,7 @@ import pytest
 
 from conftest import SMOKE
 from study.cluster import init_local_ray, is_loopback
+from study.ray_internals import cluster_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,12 +111,11 @@ def test_an_exposed_dashboard_exposes_nothing_else():
     """`--dashboard-host 0.0.0.0` is the user's explicit choice for the dashboard, and for nothing else; and the
     loopback pin ends with `ray.init`, so a later `ray.init(address=...)` in this process picks its IP as usual."""
     import ray
-    from ray._private import ray_constants
     dashboard_port = free_port()
-    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    mode_before = cluster_mode()
     context = init_local_ray("0.0.0.0", num_cpus=1, dashboard_port=dashboard_port, log_to_driver=False)
     try:
-        assert ray_constants.ENABLE_RAY_CLUSTER == cluster_mode
+        assert cluster_mode() == mode_before
         assert ray.get(ray.remote(lambda: 1).remote()) == 1  # a worker, with its gRPC server, is up
         sockets: set = set()
         deadline = time.monotonic() + 60
@@ -136,17 +136,16 @@ def test_an_exposed_dashboard_exposes_nothing_else():
 
 def test_the_loopback_pin_is_undone_when_ray_init_fails(monkeypatch):
     import ray
-    from ray._private import ray_constants
 
     def fails(**kwargs):
-        assert ray_constants.ENABLE_RAY_CLUSTER is False
+        assert cluster_mode() is False
         raise RuntimeError("no Ray today")
 
-    before = ray_constants.ENABLE_RAY_CLUSTER
+    before = cluster_mode()
     monkeypatch.setattr(ray, "init", fails)
     with pytest.raises(RuntimeError, match="no Ray today"):
         init_local_ray(num_cpus=1)
-    assert ray_constants.ENABLE_RAY_CLUSTER == before
+    assert cluster_mode() == before
 
 
 @pytest.mark.parametrize("host, loopback", [

@@ -1,0 +1,87 @@
+"""Every private name of Ray this project uses, and why: Ray 2.60 offers no public way to do these things.
+
+Each function here is the only place its private names appear, and tests/test_ray_internals.py fails when
+a Ray upgrade removes or changes one of them; pyproject.toml pins Ray for them (docs/architecture.md,
+"Pins on private APIs"). Everything else in the project uses Ray's public (or developer) API only.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import sys
+from typing import Callable, NamedTuple
+
+# modules that import the gRPC port function by name, so they hold their own reference to it
+GRPC_PORT_HOLDERS = ("ray.serve._private.replica",)
+
+
+@contextlib.contextmanager
+def cluster_mode_off():
+    """While this lasts, Ray picks loopback as a new node's IP address.
+
+    On Linux Ray always picks the LAN address (even `_node_ip_address="127.0.0.1"` is rewritten); only with
+    `ray_constants.ENABLE_RAY_CLUSTER` false (its default on macOS/Windows) does `get_node_ip_address()`
+    answer loopback. The driver alone decides the IP and hands it to every process it starts, so flipping the
+    flag in this process for the duration of `ray.init` is enough; it is restored even when `ray.init` fails."""
+    from ray._private import ray_constants
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def cluster_mode() -> bool:
+    """The flag `cluster_mode_off` flips (for checks that it was put back)."""
+    from ray._private import ray_constants
+    return ray_constants.ENABLE_RAY_CLUSTER
+
+
+class GrpcPortFunctions(NamedTuple):
+    add_port: Callable        # tls_utils.add_port_to_grpc_server(server, "host:port") -> port
+    build_address: Callable   # network_utils.build_address(host, port) -> "host:port" ("[::1]:port" for IPv6)
+
+
+def grpc_port_functions() -> GrpcPortFunctions | None:
+    """The function through which Ray's Python code opens every gRPC server port (it binds "[::]:0", all
+    interfaces, for e.g. each Serve replica's server), and Ray's address formatter; None on a Ray without
+    them, where a worker must still start."""
+    try:
+        from ray._common import network_utils, tls_utils
+        return GrpcPortFunctions(tls_utils.add_port_to_grpc_server, network_utils.build_address)
+    except (ImportError, AttributeError):
+        return None
+
+
+def replace_grpc_add_port(replacement: Callable) -> None:
+    """Make Ray open gRPC ports through `replacement`, also in the modules that took their own reference."""
+    from ray._common import tls_utils
+    tls_utils.add_port_to_grpc_server = replacement
+    for module in GRPC_PORT_HOLDERS:
+        if module in sys.modules:
+            sys.modules[module].add_port_to_grpc_server = replacement
+
+
+class ExperimentLocation(NamedTuple):
+    """Where Tune keeps a trial's experiment: its storage context's filesystem, storage path and folder name."""
+    filesystem: object
+    storage_path: str
+    folder_name: str
+
+
+def experiment_location(trial) -> ExperimentLocation:
+    storage = trial.storage
+    return ExperimentLocation(storage.storage_filesystem, storage.storage_fs_path, storage.experiment_dir_name)
+
+
+def move_trial(trial, location: ExperimentLocation) -> None:
+    """Put a trial that has not started into the experiment at `location`, as Tune itself re-bases the
+    trials it restores (`TuneController._restore_trials`). Tune does not do so for the trials a restored
+    search creates: they come from the search algorithm's pickled experiment, with the storage path of the
+    experiment's first run, so a resumed copy of a folder would write them into the original."""
+    storage = copy.copy(trial.storage)
+    storage.storage_filesystem = location.filesystem
+    storage.storage_fs_path = location.storage_path
+    storage.experiment_dir_name = location.folder_name
+    trial.set_storage(storage)

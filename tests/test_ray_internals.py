@@ -1,0 +1,60 @@
+"""Each private name of Ray in study/ray_internals.py still exists and still does what the pin relies on.
+
+A failure here after a Ray upgrade names the pin to revisit (docs/architecture.md, "Pins on private APIs")."""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from study import ray_internals
+
+
+def test_the_cluster_flag_is_off_inside_and_put_back_after_an_error():
+    from ray._private import services
+    before = ray_internals.cluster_mode()
+    assert before is True  # Linux: Ray clusters across machines, so it picks the LAN address
+    with pytest.raises(RuntimeError, match="inside"):
+        with ray_internals.cluster_mode_off():
+            assert ray_internals.cluster_mode() is False
+            assert services.get_node_ip_address() == "127.0.0.1"  # what the flag is for
+            raise RuntimeError("inside")
+    assert ray_internals.cluster_mode() is before
+
+
+def test_the_grpc_port_function_is_ray_s_and_replaceable_everywhere_it_is_held():
+    functions = ray_internals.grpc_port_functions()
+    assert functions is not None, "ray._common.tls_utils/network_utils moved: revisit loopback_worker_setup"
+    assert functions.build_address("127.0.0.1", 8) == "127.0.0.1:8"
+    assert functions.build_address("::1", 8) == "[::1]:8"
+    for module in ray_internals.GRPC_PORT_HOLDERS:  # still imports it by name (else nothing to replace there)
+        assert importlib.import_module(module).add_port_to_grpc_server is functions.add_port
+    calls = []
+    try:
+        ray_internals.replace_grpc_add_port(lambda server, address: calls.append(address))
+        from ray._common import tls_utils
+        tls_utils.add_port_to_grpc_server(None, "[::]:0")
+        sys.modules[ray_internals.GRPC_PORT_HOLDERS[0]].add_port_to_grpc_server(None, "0.0.0.0:0")
+    finally:
+        ray_internals.replace_grpc_add_port(functions.add_port)
+    assert calls == ["[::]:0", "0.0.0.0:0"]
+    assert ray_internals.grpc_port_functions().add_port is functions.add_port
+
+
+def test_a_trial_moves_into_another_experiment_folder(tmp_path):
+    from ray.train._internal.storage import StorageContext  # a trial's storage, as Tune makes it
+    from ray.tune.experiment import Trial
+
+    def trial_in(folder: str) -> Trial:
+        storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name=folder, trial_dir_name="trial_x")
+        return Trial("trainable", config={}, trial_id="x", storage=storage, stub=True)
+
+    old, new = trial_in("A"), trial_in("B")
+    name = Path(old.path).name
+    assert old.remote_experiment_path == str(tmp_path / "A")
+    location = ray_internals.experiment_location(new)
+    assert location == (new.storage.storage_filesystem, str(tmp_path), "B")
+    ray_internals.move_trial(old, location)
+    assert (old.path, old.remote_experiment_path) == (str(tmp_path / "B" / name), str(tmp_path / "B"))
