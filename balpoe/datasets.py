@@ -74,6 +74,14 @@ _CIFAR = {
 }
 
 
+class _ForeignObject(pickle.UnpicklingError):
+    """The pickle asks for something a CIFAR data file never holds (a function to call, an object)."""
+
+
+class NotCifarPickle(DataError, pickle.UnpicklingError):
+    """A data file that is a pickle but no CIFAR one: refused before anything in it ran."""
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """CIFAR's python files are pickles: allow only the NumPy array machinery, never arbitrary code."""
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -82,7 +90,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+            raise _ForeignObject(f"{module}.{name}")
         return super().find_class(module, name)
 
 
@@ -97,11 +105,13 @@ def _read_cifar_batch(path: Path, label_key: bytes):
         with open(path, "rb") as handle:
             batch = _ArrayUnpickler(handle, encoding="bytes").load()
         data, labels = np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[label_key], dtype=np.int64)
+    except _ForeignObject as err:
+        raise NotCifarPickle(f"{path}: not a CIFAR pickle: it asks for {err}, which a CIFAR data file never "
+                             f"holds; refusing to load it, so nothing in it ran. {fix[0].upper()}{fix[1:]}") from None
     except pickle.UnpicklingError as err:
-        if "refusing" in str(err):
-            raise
         raise _damaged(path, str(err), fix) from None
-    except (EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+    except (EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+            RecursionError) as err:
         raise _damaged(path, f"{type(err).__name__}: {err}", fix) from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise _damaged(path, f"{data.shape} images for {len(labels)} labels; expected (N, 3072)", fix)

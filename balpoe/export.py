@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import write_json
-from .files import atomic_write
+from .files import atomic_write, publish_folder
 from .datasets import class_names
 from .progress import BatchProgress, format_duration
 
 FORMAT, VERSION = "balpoe-logits", 1
+MANIFEST = "manifest.json"
 SOURCES = {"train": "train set (long-tailed subset)", "val": "test set (validation part)",
            "test": "test set (reported part)", "test_full": "test set (whole)"}
 
@@ -48,13 +49,13 @@ def _savez(path: Path, arrays: dict) -> None:
 def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, log=print, callbacks=None) -> Path:
     """Write one `.npz` per split and `manifest.json` into `output`; returns the manifest's path.
     Each file is written whole or not at all, and the manifest last: a folder without one is an
-    export that was cut short.
+    export that was cut short. Over an earlier export (a folder with a manifest) the new one is written
+    beside it and moved in only when complete, so a cut-short export leaves the earlier one whole.
     Prints one line per split as it is done, with the time left at the pace so far. `callbacks` get
     `on_batch_end(trainer, split, done, total)` while a split is predicted (default: a `BatchProgress`
     on stderr, which shows per-batch progress on a terminal; pass () for none)."""
     callbacks = [BatchProgress()] if callbacks is None else list(callbacks)
     folder = Path(output)
-    folder.mkdir(parents=True, exist_ok=True)
     config = trainer.config
     sizes = {split: len(getattr(trainer.data, split)) for split in splits}
     manifest = {
@@ -69,17 +70,27 @@ def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, l
         "config": config.to_dict(),
     }
     start, done = time.perf_counter(), 0
-    for split in splits:
-        logits, labels = trainer.predict(split, callbacks=callbacks)
-        arrays = {"logits": logits.numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64),
-                  "indices": getattr(trainer.data, split).indices}
-        atomic_write(folder / f"{split}.npz", lambda tmp: _savez(tmp, arrays))
-        manifest["splits"][split] = {"file": f"{split}.npz", "samples": len(labels),
-                                     "logits_shape": list(logits.shape), "source": SOURCES[split]}
-        done += sizes[split]
-        elapsed = time.perf_counter() - start
-        left = elapsed / done * (sum(sizes.values()) - done)
-        log(f"{split:>10}: logits {tuple(logits.shape)}  [{format_duration(elapsed)} elapsed, {format_duration(left)} left]")
-    write_json(folder / "manifest.json", manifest)
-    log(f"logits written to {folder}/ ({', '.join(f'{s}.npz' for s in splits)}, manifest.json)")
-    return folder / "manifest.json"
+
+    def write(target: Path) -> None:
+        nonlocal done
+        for split in splits:
+            logits, labels = trainer.predict(split, callbacks=callbacks)
+            arrays = {"logits": logits.numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64),
+                      "indices": getattr(trainer.data, split).indices}
+            atomic_write(target / f"{split}.npz", lambda tmp: _savez(tmp, arrays))
+            manifest["splits"][split] = {"file": f"{split}.npz", "samples": len(labels),
+                                         "logits_shape": list(logits.shape), "source": SOURCES[split]}
+            done += sizes[split]
+            elapsed = time.perf_counter() - start
+            left = elapsed / done * (sum(sizes.values()) - done)
+            log(f"{split:>10}: logits {tuple(logits.shape)}  [{format_duration(elapsed)} elapsed, "
+                f"{format_duration(left)} left]")
+        write_json(target / MANIFEST, manifest)
+
+    if (folder / MANIFEST).exists():  # an earlier export: keep it whole until the new one is
+        publish_folder(folder, write, last=MANIFEST, stale=[f"{split}.npz" for split in SOURCES])
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        write(folder)
+    log(f"logits written to {folder}/ ({', '.join(f'{s}.npz' for s in splits)}, {MANIFEST})")
+    return folder / MANIFEST

@@ -3,8 +3,13 @@ and finding out that a folder cannot be written before any expensive work starts
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
+from typing import Callable, Iterable
+
+STAGING_PREFIX = ".incoming-"
 
 
 def atomic_write(path: Path, write) -> None:
@@ -17,6 +22,42 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def publish_folder(folder: str | Path, write: Callable[[Path], None], last: str, stale: Iterable[str] = ()) -> None:
+    """Replace a folder's contents so that it is either as before or complete, never half new.
+    `write(staging)` builds the new files in a hidden folder inside `folder`; only when it returns are
+    they moved in (renames, which need no space), `last` (the file whose presence says the folder is
+    complete: a report's index.html, an export's manifest) removed first and moved in last, and the
+    names in `stale` that the new contents lack removed. Whatever stops `write` (Ctrl-C, a full disk, an
+    error) removes the staging folder, and any folders made for `folder`, and is raised again. A
+    staging folder left by a process killed outright is removed by the next call."""
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(STAGING_PREFIX + "*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    try:
+        write(staging)
+        new = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
+        (folder / last).unlink(missing_ok=True)  # from here on the folder reads as cut short until `last` is back
+        for name in set(stale) - {p.as_posix() for p in new}:
+            (folder / name).unlink(missing_ok=True)
+        for relative in new:
+            if relative != Path(last):
+                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / relative, folder / relative)
+        os.replace(staging / last, folder / last)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for made in created:  # deepest first; stops at the first that is not empty
+            try:
+                made.rmdir()
+            except OSError:
+                break
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def writable_folder_problem(folder: str | Path) -> str | None:

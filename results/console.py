@@ -33,7 +33,7 @@ def trials_text(exp: Experiment, columns: list[str] | None = None, top: int | No
         raise KeyError(f"--columns: no column {', '.join(map(repr, unknown))}; this experiment has: "
                        f"{', '.join(trials.columns)}")
     if trials.empty:
-        return "(no trials yet)"
+        return "(no trials yet)" + warnings_text(exp)
     if exp.metric in trials:
         trials = trials.sort_values(exp.metric, ascending=exp.mode == "min", na_position="last", kind="stable")
     shown = trials[chosen].head(top) if top else trials[chosen]
@@ -42,7 +42,12 @@ def trials_text(exp: Experiment, columns: list[str] | None = None, top: int | No
         text += f"\n({len(trials) - top} more; --top to show more)"
     if "pareto" in chosen:
         text += "\npareto *: no other finished trial is at least as good on every objective and better on one"
-    return text
+    return text + warnings_text(exp)
+
+
+def warnings_text(exp: Experiment) -> str:
+    """Damaged records and values read as missing, one line each under the table ("" when none)."""
+    return "".join(f"\nwarning: {line}" for line in exp.warnings())
 
 
 def progress_text(p: dict) -> str:

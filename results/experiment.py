@@ -13,6 +13,7 @@ by modification time), so a fresh `Experiment` is a fresh view of a running stud
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,8 @@ import pandas as pd
 
 from . import stats
 from .optuna_db import optuna_db_problem
-from .reader import (OPTUNA_FILE, ExperimentError, check_experiment_folder, read_asha_stopped, read_settings,
-                     read_trial, trial_folders)
+from .reader import (OPTUNA_FILE, DamagedFile, ExperimentError, TrialFiles,
+                     check_experiment_folder, read_asha_stopped, read_settings, read_trial, trial_folders)
 from .tables import STATUSES, epochs_table, trials_table
 
 
@@ -33,6 +34,7 @@ class Experiment:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     skipped_lines: int = 0             # half-written report lines that were left out
+    damaged: list[str] = field(default_factory=list)  # "<file>: <why>" for the experiment's own records
     _optuna: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
@@ -70,6 +72,15 @@ class Experiment:
         if self.kind == "search":
             return int(self.settings.get("num_samples", len(self.trials)))
         return len(self.trials)
+
+    def warnings(self) -> list[str]:
+        """What the reader could not take as written, one line each: damaged experiment records, and
+        each trial's `notes` (damaged files, an unresolvable config, infinite values read as missing)."""
+        lines = [f"damaged: {problem}" for problem in self.damaged]
+        if "notes" in self.trials:
+            lines += [f"trial {trial_id}: {notes}" for trial_id, notes in zip(self.trials["trial_id"], self.trials["notes"])
+                      if isinstance(notes, str) and notes]
+        return lines
 
     # --- views ------------------------------------------------------------------------------------
     def progress(self) -> dict:
@@ -156,12 +167,22 @@ def load_experiment(path: str | Path) -> Experiment:
     folder = Path(path).expanduser()
     check_experiment_folder(folder)
     settings = read_settings(folder)
-    files = [read_trial(f) for f in trial_folders(folder)]
-    asha_stopped = read_asha_stopped(folder)
+    files = [trial for trial in map(read_trial, trial_folders(folder)) if not _vanished(trial)]
+    damaged = []
+    try:
+        asha_stopped = read_asha_stopped(folder)
+    except DamagedFile as err:
+        asha_stopped = set()
+        damaged.append(f"{err}; trials ASHA stopped show as unfinished")
     trials = trials_table(files, settings, asha_stopped)
     experiment = Experiment(path=folder.resolve(), settings=settings, trials=trials, epochs=epochs_table(files),
-                            skipped_lines=sum(f.skipped_lines for f in files))
+                            skipped_lines=sum(f.skipped_lines for f in files), damaged=damaged)
     return experiment
+
+
+def _vanished(trial: TrialFiles) -> bool:
+    """A trial folder removed between listing and reading: nothing was read and it is gone."""
+    return not (trial.rows or trial.params or trial.failures or trial.damaged) and not os.path.lexists(trial.folder)
 
 
 def read_optuna(path: Path, study_name: str, objectives: list[str]) -> pd.DataFrame:

@@ -219,18 +219,33 @@ def test_agnostic(exp, top: int = 3) -> plt.Figure:
 def reliability(exp, top: int = 3) -> plt.Figure:
     """Reliability diagram of the full test set (accuracy against confidence per bin, 15 bins) for the
     best finished trials; the diagonal is perfect calibration."""
-    import json
     if "test_full_reliability" not in exp.trials:
         raise NotApplicable("no trial reported reliability-diagram data (test_full_reliability)")
     best = _best_finished(exp, ["test_full_reliability"], top, "reliability-diagram data")
     fig, (axis,) = _new()
     axis.plot([0, 100], [0, 100], color="grey", ls="--", lw=1, label="perfect calibration")
     for _, row in best.iterrows():
-        bins = [b for b in json.loads(row["test_full_reliability"]) if b[0]]
+        bins = reliability_bins(row["test_full_reliability"])
+        if not bins:  # a damaged value: that trial is left out of the diagram
+            continue
         ece = f", ECE {100 * row['test_full_ece']:.1f} %" if "test_full_ece" in row else ""
         axis.plot([100 * b[1] for b in bins], [100 * b[2] for b in bins], "o-", label=f"{row['trial_id']}{ece}")
     _finish(axis, "mean confidence in bin (%)", "accuracy in bin (%)", "reliability (full test set, 15 bins)")
     return fig
+
+
+def reliability_bins(value) -> list[list[float]]:
+    """The non-empty [count, confidence, accuracy] bins of a reported `test_full_reliability` (a JSON
+    list); [] when the value is damaged (not JSON, not such a list)."""
+    import json
+    try:
+        bins = json.loads(value) if isinstance(value, str) else None
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(bins, list):
+        return []
+    numbers = (int, float)
+    return [b for b in bins if isinstance(b, list) and len(b) == 3 and all(isinstance(x, numbers) for x in b) and b[0]]
 
 
 FIGURES = {

@@ -4,16 +4,22 @@ An experiment folder holds `study.json` (the resolved study settings), `asha_sto
 ASHA stopped on purpose), `optuna.db` for searches, and one folder per trial with `params.json` (the
 trial's Tune config), `result.json` (one JSON row per report) and `error.txt` when the trial failed.
 Everything here tolerates a study that is still running or crashed: a truncated last line, a trial
-folder without results yet, a missing record file.
+folder without results yet, a missing record file, a folder that vanishes while it is read. A record
+that is there but cannot be one (a folder or a pipe where a file belongs, unreadable bytes) is named
+in the trial's `damaged` list instead of failing the read, so one bad trial never hides the others.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SETTINGS_FILE = "study.json"
+from .settings import SETTINGS_FILE, StudyError, StudySettings
+
 ASHA_STOPPED_FILE = "asha_stopped.json"
 OPTUNA_FILE = "optuna.db"
 RESULT_FILE = "result.json"
@@ -24,6 +30,32 @@ EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
 
 class ExperimentError(ValueError):
     """The folder is not an experiment (or cannot be read); the message names the path."""
+
+
+class DamagedFile(Exception):
+    """A record file that is there but cannot be read as one; the message is `<file>: <why>`."""
+
+
+FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a device"),
+              (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_record(path: Path) -> tuple[io.BufferedReader, os.stat_result] | None:
+    """`path` opened for binary reading with its `stat`, or None when it is absent. It is opened without
+    blocking (a named pipe would otherwise wait for a writer forever) and must be a regular file before
+    a byte is read; anything else raises `DamagedFile`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):  # absent, or its folder vanished or was replaced
+        return None
+    except OSError as err:
+        raise DamagedFile(f"{path.name}: cannot be read ({err.strerror or err})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = next((name for test, name in FILE_KINDS if test(info.st_mode)), "something else")
+        raise DamagedFile(f"{path.name}: {kind}, not a regular file")
+    return os.fdopen(fd, "rb"), info
 
 
 @dataclass
@@ -37,6 +69,8 @@ class TrialFiles:
     failed_after_last_report: bool = False
     skipped_lines: int = 0               # unparsable lines (a report cut off mid-write), rows without an epoch
     last_update: float = field(default=math.nan)
+    damaged: list[str] = field(default_factory=list)   # "<file>: <why>" for each record that cannot be read
+    infinite: dict[str, list[int]] = field(default_factory=dict)  # metric -> epochs it was ±inf (now NaN)
 
     @property
     def trial_id(self) -> str:
@@ -46,42 +80,66 @@ class TrialFiles:
         return self.folder.name.removeprefix("trial_")
 
 
-_row_cache: dict[Path, tuple[tuple[int, int], list[dict], int]] = {}
+@dataclass(frozen=True)
+class ResultRows:
+    rows: list[dict]                     # the last report of each epoch, in epoch order
+    skipped: int = 0                     # lines that were no report with a whole epoch
+    infinite: dict = field(default_factory=dict)  # metric -> epochs whose value was ±inf (read as NaN)
+    mtime: float = math.nan
 
 
-def read_result_rows(path: Path) -> tuple[list[dict], int]:
+_row_cache: dict[Path, tuple[tuple[int, int, int], ResultRows]] = {}
+
+
+def read_result_rows(path: Path) -> ResultRows:
     """Rows of a `result.json`, keeping the last row per epoch: a trial restored from a checkpoint
     repeats the epoch it resumed from. Lines that are not JSON objects, and rows whose `epoch` (else
-    Tune's `training_iteration`) is not a positive integer, are skipped and counted. Cached by
-    modification time and size, so re-reading a large, unchanged experiment (a live page polling it)
-    costs a `stat` per trial."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return [], 0
-    key = (stat.st_mtime_ns, stat.st_size)
+    Tune's `training_iteration`) is not a positive integer, are skipped and counted. An infinite value
+    (`Infinity`, or `1e400`) is no score to rank by: it is read as NaN and the epoch is noted.
+    Cached by inode, modification time and size, so re-reading a large, unchanged experiment (a live
+    page polling it) costs an `open` and `fstat` per trial. Raises `DamagedFile` when it is no file."""
+    opened = open_record(path)
+    if opened is None:
+        return ResultRows([])
+    handle, info = opened
+    key = (info.st_ino, info.st_mtime_ns, info.st_size)
     cached = _row_cache.get(path)
-    if cached and cached[0] == key:
-        return cached[1], cached[2]
     by_epoch: dict = {}
     skipped = 0
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                skipped += 1
-                continue
-            epoch = row.get("epoch", row.get("training_iteration")) if isinstance(row, dict) else None
-            if not is_count(epoch):  # a damaged row: no epoch to file it under
-                skipped += 1
-                continue
-            by_epoch[epoch] = row if "epoch" in row else {**row, "epoch": epoch}
-    rows = [by_epoch[e] for e in sorted(by_epoch)]
-    _row_cache[path] = (key, rows, skipped)
-    return rows, skipped
+    with io.TextIOWrapper(handle, encoding="utf-8", errors="replace", newline="\n") as lines:
+        if cached and cached[0] == key:
+            return cached[1]
+        try:
+            for line in lines:
+                if not line.strip():
+                    continue
+                row = _json_or_none(line)
+                epoch = row.get("epoch", row.get("training_iteration")) if isinstance(row, dict) else None
+                if not is_count(epoch):  # unparsable, or a damaged row: no epoch to file it under
+                    skipped += 1
+                    continue
+                by_epoch[epoch] = row if "epoch" in row else {**row, "epoch": epoch}
+        except OSError as err:
+            raise DamagedFile(f"{path.name}: cannot be read ({err.strerror or err})") from None
+    rows, infinite = [], {}
+    for epoch in sorted(by_epoch):
+        row = by_epoch[epoch]
+        bad = [k for k, v in row.items() if isinstance(v, float) and math.isinf(v)]
+        for k in bad:
+            infinite.setdefault(k, []).append(epoch)
+        rows.append({**row, **dict.fromkeys(bad, math.nan)} if bad else row)
+    result = ResultRows(rows, skipped, infinite, info.st_mtime)
+    _row_cache[path] = (key, result)
+    return result
+
+
+def _json_or_none(text: str):
+    """Parsed JSON, or None for text that is not JSON: cut short, nested too deeply for the parser, an
+    integer too long to convert."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return None
 
 
 def is_count(value) -> bool:
@@ -90,120 +148,138 @@ def is_count(value) -> bool:
 
 
 def read_json(path: Path, default=None):
-    """A JSON file, or `default` when it is absent or half-written."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    """A JSON file, or `default` when it is absent. Raises `DamagedFile` when it is there but is no
+    file or not JSON (a half-written record: the writers here replace files whole)."""
+    opened = open_record(path)
+    if opened is None:
         return default
+    handle, _ = opened
+    with handle:
+        try:
+            data = handle.read()
+        except OSError as err:
+            raise DamagedFile(f"{path.name}: cannot be read ({err.strerror or err})") from None
+    value = _json_or_none(data.decode("utf-8", errors="replace"))
+    if value is None and data.strip() != b"null":
+        raise DamagedFile(f"{path.name}: not JSON" + (" (empty)" if not data.strip() else ""))
+    return value
 
 
 def read_errors(folder: Path) -> tuple[int, str, float]:
-    """(failures, last failure's first line, error file's modification time) from Tune's error.txt."""
-    path = folder / ERROR_FILE
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        mtime = path.stat().st_mtime
-    except FileNotFoundError:
+    """(failures, last failure's first line, error file's modification time) from Tune's error.txt.
+    Raises `DamagedFile` when error.txt is there but is no file."""
+    opened = open_record(folder / ERROR_FILE)
+    if opened is None:
         return 0, "", math.nan
+    handle, info = opened
+    with handle:
+        try:
+            text = handle.read().decode("utf-8", errors="replace")
+        except OSError as err:
+            raise DamagedFile(f"{ERROR_FILE}: cannot be read ({err.strerror or err})") from None
     blocks = [b for b in text.split("Failure # ") if b.strip()]
     last = blocks[-1].split("\n", 1)[1].strip() if blocks and "\n" in blocks[-1] else ""
     message = next((line for line in reversed(last.splitlines()) if line.strip()), "")
-    return len(blocks), message[:300], mtime
+    return len(blocks), message[:300], info.st_mtime
 
 
 def read_trial(folder: Path) -> TrialFiles:
-    rows, skipped = read_result_rows(folder / RESULT_FILE)
-    params = read_json(folder / PARAMS_FILE)
-    if params is None and rows:
-        params = rows[-1].get("config")
-    failures, error, error_mtime = read_errors(folder)
-    result_mtime = _mtime(folder / RESULT_FILE)
-    updated = max((t for t in (result_mtime, error_mtime, _mtime(folder / PARAMS_FILE)) if not math.isnan(t)),
+    """One trial folder; each record that cannot be read is noted in `damaged` and read as absent."""
+    damaged = []
+
+    def attempt(read, default):
+        try:
+            return read()
+        except DamagedFile as err:
+            damaged.append(str(err))
+            return default
+    results = attempt(lambda: read_result_rows(folder / RESULT_FILE), ResultRows([]))
+    params = attempt(lambda: read_json(folder / PARAMS_FILE), None)
+    if params is not None and not isinstance(params, dict):
+        damaged.append(f"{PARAMS_FILE}: not a mapping (got {type(params).__name__})")
+        params = None
+    if params is None and results.rows:
+        params = results.rows[-1].get("config")
+    failures, error, error_mtime = attempt(lambda: read_errors(folder), (0, "", math.nan))
+    updated = max((t for t in (results.mtime, error_mtime, _mtime(folder / PARAMS_FILE)) if not math.isnan(t)),
                   default=math.nan)
     # Tune appends to error.txt at each failure; a trial retried from its checkpoint reports again
     # afterwards, so only a failure newer than the last report leaves it errored.
-    failed_last = failures > 0 and (math.isnan(result_mtime) or error_mtime >= result_mtime)
-    return TrialFiles(folder=folder, params=params if isinstance(params, dict) else None, rows=rows,
+    failed_last = failures > 0 and (math.isnan(results.mtime) or error_mtime >= results.mtime)
+    return TrialFiles(folder=folder, params=params if isinstance(params, dict) else None, rows=results.rows,
                       failures=failures, error=error, failed_after_last_report=failed_last,
-                      skipped_lines=skipped, last_update=updated)
+                      skipped_lines=results.skipped, last_update=updated, damaged=damaged,
+                      infinite=results.infinite)
 
 
 def _mtime(path: Path) -> float:
+    """A regular file's modification time; NaN when it is absent or no file."""
     try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
+        info = path.stat()
+    except OSError:
         return math.nan
+    return info.st_mtime if stat.S_ISREG(info.st_mode) else math.nan
+
+
+def _present(path: Path) -> bool:
+    """Whether anything is at `path`; something that cannot even be looked at counts (it is damaged)."""
+    try:
+        path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def trial_folders(folder: Path) -> list[Path]:
-    """Tune's trial folders: any sub-folder holding a params.json or result.json."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_dir() and ((p / PARAMS_FILE).exists() or (p / RESULT_FILE).exists()))
+    """Tune's trial folders: any sub-folder holding a params.json or result.json (whatever they are)."""
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        raise ExperimentError(f"{folder}: no such folder (it was removed while being read)") from None
+    except OSError as err:
+        raise ExperimentError(f"{folder}: cannot be read ({err.strerror or err})") from None
+    return sorted(p for p in entries
+                  if _is_folder(p) and (_present(p / PARAMS_FILE) or _present(p / RESULT_FILE)))
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long, a loop of links: not a trial folder
+        return False
 
 
 def check_experiment_folder(folder: Path) -> None:
-    if not folder.exists():
-        raise ExperimentError(f"{folder}: no such folder")
-    if not folder.is_dir():
+    try:
+        info = folder.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise ExperimentError(f"{folder}: no such folder") from None
+    except OSError as err:
+        raise ExperimentError(f"{folder}: cannot be read ({err.strerror or err})") from None
+    if not stat.S_ISDIR(info.st_mode):
         raise ExperimentError(f"{folder}: not a folder")
-    if (folder / SETTINGS_FILE).exists() or any(folder.glob(EXPERIMENT_STATE_GLOB)) or trial_folders(folder):
+    if _present(folder / SETTINGS_FILE) or any(folder.glob(EXPERIMENT_STATE_GLOB)) or trial_folders(folder):
         return
     raise ExperimentError(f"{folder}: not an experiment folder (no {SETTINGS_FILE}, no Tune experiment state, "
                           f"no trial folders)")
 
 
 def read_settings(folder: Path) -> dict:
-    """`study.json` as a plain dict ({} for a plain Tune experiment without one)."""
-    path = folder / SETTINGS_FILE
-    if not path.exists():
+    """`study.json`, read and checked through the one model of it (`results.settings`), as a plain dict
+    ({} for a plain Tune experiment without one)."""
+    if not _present(folder / SETTINGS_FILE):
         return {}
-    settings = read_json(path)
-    if not isinstance(settings, dict):
-        raise ExperimentError(f"{path}: not readable as JSON; the study's settings are damaged")
-    check_settings(settings, path)
-    return settings
-
-
-def _is_objective(pair) -> bool:
-    return (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and bool(pair[0])
-            and pair[1] in ("max", "min"))
-
-
-# the study.json fields results reads: what each must be, and the check (absent fields take defaults)
-SETTINGS_CHECKS = {
-    "kind": ('"baseline" or "search"', lambda v: v in ("baseline", "search")),
-    "name": ("a string", lambda v: isinstance(v, str)),
-    "objectives": ('a non-empty list of [metric, "max" or "min"] pairs',
-                   lambda v: isinstance(v, list) and len(v) > 0 and all(map(_is_objective, v))),
-    "seeds": ("a list of integers",
-              lambda v: isinstance(v, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in v)),
-    "num_samples": ("an integer >= 1", is_count),
-    "max_t": ("an integer >= 1 or null", lambda v: v is None or is_count(v)),
-    "grace_period": ("an integer >= 1 or null", lambda v: v is None or is_count(v)),
-    "reduction_factor": ("an integer >= 2", lambda v: is_count(v) and v >= 2),
-    "asha": ("true or false", lambda v: isinstance(v, bool)),
-    "base": ("a mapping of recipe settings", lambda v: isinstance(v, dict)),
-    "versions": ("a mapping", lambda v: isinstance(v, dict)),
-}
-
-
-def check_settings(settings: dict, path: Path) -> None:
-    """The types of the fields results uses, so that a damaged `study.json` is named, not a traceback.
-    (The study driver checks all of it before `resume`; results never imports the driver.)"""
-    for name, (expected, check) in SETTINGS_CHECKS.items():
-        if name in settings and not check(settings[name]):
-            raise ExperimentError(f"{path}: {name} must be {expected} (got {_shown(settings[name])})")
-    base = settings.get("base", {})
-    if "epochs" in base and not is_count(base["epochs"]):
-        raise ExperimentError(f"{path}: base.epochs must be an integer >= 1 (got {_shown(base['epochs'])})")
-
-
-def _shown(value, limit: int = 80) -> str:
-    """A value as study.json spells it, cut short."""
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    try:
+        return StudySettings.load(folder).model_dump(mode="json")
+    except StudyError as err:
+        raise ExperimentError(str(err).removeprefix(f"{SETTINGS_FILE}: ")) from None
 
 
 def read_asha_stopped(folder: Path) -> set[str]:
+    """Trials ASHA stopped on purpose. Raises `DamagedFile` when the record is there but unreadable."""
     stopped = read_json(folder / ASHA_STOPPED_FILE, default=[])
-    return {str(t) for t in stopped} if isinstance(stopped, list) else set()
+    if not isinstance(stopped, list):
+        raise DamagedFile(f"{ASHA_STOPPED_FILE}: not a list of trial ids")
+    return {str(t) for t in stopped}

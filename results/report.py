@@ -1,14 +1,21 @@
 """`write_report(exp)`: an offline folder with the experiment's tables (CSV, Parquet, Markdown),
 figures (PNG) and an `index.html` that shows them all with the resolved settings and provenance
 (the page's markup is shared with the live results page: `html.py`).
+
+A report folder is either the previous report or the complete new one: everything is made in memory,
+written into a staging folder, and moved in with `index.html` last (`balpoe.files.publish_folder`).
 """
 from __future__ import annotations
 
 import io
+import os
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+
+from balpoe.files import atomic_write, publish_folder, writable_folder_problem
 
 from . import figures as figure_module
 from .experiment import Experiment
@@ -17,6 +24,14 @@ from .reader import ExperimentError
 from .tables import is_text_or_missing
 
 TABLE_FORMATS = ("csv", "parquet", "md")
+TABLE_NAMES = ("trials", "epochs", "summary", "asha_fidelity", "paper_comparison", "baseline_comparison",
+               "optuna_trials")
+INDEX = "index.html"
+
+
+class ReportError(ExperimentError):
+    """The report cannot be written where asked (a file in the way, no permission, a full disk); the
+    message starts with the option to change, and nothing was half-written."""
 
 
 def experiment_tables(exp: Experiment, baseline: Experiment | None = None) -> dict[str, pd.DataFrame]:
@@ -28,7 +43,7 @@ def experiment_tables(exp: Experiment, baseline: Experiment | None = None) -> di
     try:
         tables["optuna_trials"] = exp.optuna_trials
     except ExperimentError as err:
-        print(f"warning: {err}")
+        print(f"warning: {err}", file=sys.stderr)
     return {name: table for name, table in tables.items() if not table.empty}
 
 
@@ -54,7 +69,7 @@ def parquet_bytes(table: pd.DataFrame) -> bytes:
 
 
 def export_table(table: pd.DataFrame, folder: Path, name: str) -> list[Path]:
-    """CSV, Parquet and Markdown of one table."""
+    """CSV, Parquet and Markdown of one table, each file written whole or not at all."""
     return _write(folder, {f"{name}.{ext}": data for ext, data in table_contents(table).items()})
 
 
@@ -77,37 +92,69 @@ def render_figures(exp: Experiment, baseline: Experiment | None = None) -> tuple
 
 
 def write_figures(exp: Experiment, folder: Path, baseline: Experiment | None = None) -> tuple[dict, dict]:
-    """PNG files of every applicable figure; returns ({file: path}, {file: why it was left out})."""
+    """PNG files of every applicable figure, each written whole or not at all; returns
+    ({file: path}, {file: why it was left out})."""
     images, skipped = render_figures(exp, baseline)
     return dict(zip(images, _write(folder, images))), skipped
 
 
 def write_report(exp: Experiment, output: str | Path | None = None, baseline: Experiment | None = None) -> Path:
-    """Write the report folder (default `<experiment>/report/`) and return its `index.html`. Every table,
-    figure and the page are made in memory first, so a report that fails (a baseline that is not
-    comparable, a figure that cannot be drawn) writes nothing."""
-    folder = Path(output) if output else exp.path / "report"
+    """Write the report folder (default `<experiment>/report/`) and return its `index.html`. A folder
+    that cannot take it is refused first; every table, figure and the page are then made in memory,
+    so a report that fails (a baseline that is not comparable, a figure that cannot be drawn) writes
+    nothing, and a write that fails (a full disk) leaves the previous report as it was. Each damaged
+    record the reader noted (`exp.warnings()`) is printed as a warning. Raises `ReportError`."""
+    option = "--output" if output else "report"
+    folder = Path(output).expanduser() if output else exp.path / "report"
+    check_report_folder(folder, option)
+    for warning in exp.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     tables = experiment_tables(exp, baseline)
     contents = {name: table_contents(table) for name, table in tables.items()}
     images, skipped = render_figures(exp, baseline)
     table_files = {name: [folder / "tables" / f"{name}.{ext}" for ext in TABLE_FORMATS] for name in contents}
     figures = {name: folder / "figures" / name for name in images}
     html = render_html(exp, tables, table_files, figures, skipped, baseline, folder)
-    for name, data in contents.items():
-        _write(folder / "tables", {f"{name}.{ext}": data[ext] for ext in TABLE_FORMATS})
-    _write(folder / "figures", images)
-    index = folder / "index.html"
-    index.write_text(html, encoding="utf-8")
-    return index
+    files = {f"tables/{name}.{ext}": data[ext] for name, data in contents.items() for ext in TABLE_FORMATS}
+    files |= {f"figures/{name}": data for name, data in images.items()}
+    files[INDEX] = html.encode("utf-8")
+
+    def write(staging: Path) -> None:
+        for name, data in files.items():
+            _write_file(staging / name, data)
+    stale = [f"tables/{name}.{ext}" for name in TABLE_NAMES for ext in TABLE_FORMATS]
+    try:
+        publish_folder(folder, write, last=INDEX, stale=stale + [f"figures/{name}" for name in figure_module.FIGURES])
+    except OSError as err:
+        raise ReportError(f"{option}: the report could not be written to {folder} ({err.strerror or err}); an "
+                          f"earlier report there is kept as it was; free space or choose another --output") from None
+    return folder / INDEX
+
+
+def check_report_folder(folder: Path, option: str) -> None:
+    """Refuse, before any work, a folder that cannot take a report: a file in its place or on its path,
+    no permission, a read-only disk, or report parts (`index.html`, `tables/`, `figures/`) that are
+    something else."""
+    problem = writable_folder_problem(folder)
+    if problem:
+        raise ReportError(f"{option}: {problem}; name a folder the report can be written to")
+    for part, is_right in ((INDEX, Path.is_file), ("tables", Path.is_dir), ("figures", Path.is_dir)):
+        path = folder / part
+        if os.path.lexists(path) and not is_right(path):
+            raise ReportError(f"{option}: {path} is in the way of the report's {part} (it is not a "
+                              f"{'file' if part == INDEX else 'folder'}); move it, or choose another --output")
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-        paths.append(folder / name)
+    paths = [folder / name for name in files]
+    for path, data in zip(paths, files.values()):
+        atomic_write(path, lambda tmp, data=data: _write_file(tmp, data))
     return paths
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 # --- HTML ------------------------------------------------------------------------------------------

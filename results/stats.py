@@ -168,10 +168,15 @@ def is_canonical(trials: pd.DataFrame) -> tuple[bool, str]:
     if done.empty:
         return False, "no finished trials"
     for column, value in CANONICAL_RECIPE.items():
-        found = set(done[column].astype(str)) if column in done else {"?"}
+        found = set(done[column].map(_as_text)) if column in done else {"?"}
         if found != {str(value)}:
             return False, f"the paper's figures are for {column} = {value} (this experiment: {', '.join(sorted(found))})"
     return True, "the canonical CIFAR-100-LT recipe"
+
+
+def _as_text(value) -> str:
+    """A recipe value as text, whatever a damaged trial holds (NaN, None, inf): "?" when missing."""
+    return "?" if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA else str(value)
 
 
 def paper_comparison(trials: pd.DataFrame) -> pd.DataFrame:

@@ -5,28 +5,28 @@ Column names are plain (`mixup_alpha`, `val_balanced_acc`, `test_full_ece`), nev
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 import pandas as pd
 
-from balpoe.config import Config, ConfigError, format_tau_list
+from balpoe.config import FIELD_NAMES, ConfigError, format_tau_list
 
-from .reader import TrialFiles, is_count
+from .context import CONTEXT_KEYS
+from .reader import PARAMS_FILE, TrialFiles, is_count
 
 STATUSES = ("finished", "asha_stopped", "unfinished", "errored")
 # config values every trials table shows, varying or not: they say what was trained
-KEY_CONFIG = ("dataset", "imb_factor", "epochs", "num_experts", "tau_list", "tau_spread", "mixup_alpha", "seed")
+KEY_CONFIG = ("dataset", "imb_factor", "epochs", "num_experts", "tau_list", "tau_spread", "mixup_alpha", "seed",
+              "precision")
 # config fields that say where or how fast, not what: never columns, even when they differ
 NOT_RECIPE = {"data_dir", "save_dir", "save_period", "download", "device", "channels_last", "compile",
               "eval_shift_every"}
-RECIPE_FIELDS = {f.name for f in dataclasses.fields(Config)} - NOT_RECIPE
+RECIPE_FIELDS = set(FIELD_NAMES) - NOT_RECIPE
 # Tune's bookkeeping and the trial's context: kept out of the per-epoch history
 NOT_EPOCH_METRICS = {"config", "date", "pid", "hostname", "node_ip", "checkpoint_dir_name", "should_checkpoint",
                      "done", "trial_id", "experiment_tag", "training_iteration", "time_since_restore",
-                     "iterations_since_restore", "device", "gpu_ids", "tau_list", "mixup_alpha", "num_experts",
-                     "seed", "planned_epochs", "stop_epoch", "best_epoch", "node_id"}
+                     "iterations_since_restore", "best_epoch", *CONTEXT_KEYS}
 END_OF_TRAINING_PREFIXES = ("test_", "shift_")
 PROVENANCE = ("toolkit", "commit", "python", "torch", "ray", "optuna")
 # what the tables' columns hold, whatever a damaged report row says: metrics are numbers (anything else is
@@ -35,23 +35,43 @@ NUMERIC_PREFIXES = ("val_", "test_", "shift_", "train_", "best_", "time_")
 NUMERIC_COLUMNS = {"epoch", "epochs_run", "stop_epoch", "epochs", "imb_factor", "num_experts", "mixup_alpha", "seed",
                    "tau_spread", "wall_time_s", "peak_memory_mb", "failures", "timestamp", "lr"}
 TEXT_COLUMNS = {"trial_id", "dataset", "tau_list", "device", "gpu_ids", "host", "node_ip", "node_id", "error",
-                "folder", *PROVENANCE}
+                "notes", "folder", *PROVENANCE}
 # key config values taken from the last report when the trial's config is unreadable, by the type they must have
 WHOLE_KEYS = {"epochs": 1, "num_experts": 1, "seed": 0}  # the smallest value each may take
 
 
-def trial_config(files: TrialFiles) -> dict:
-    """The trial's resolved recipe (what it trained), from its Tune config; {} when unreadable."""
+def trial_config(files: TrialFiles) -> tuple[dict, str]:
+    """The trial's resolved recipe (what it trained) from its Tune config, and why it could not be
+    resolved ({} and the reason when the config is damaged: a NaN, a wrong type)."""
     from search_spaces import resolve_trial_config
     if not files.params or "base" not in files.params:
-        return {}
+        return {}, ""
     try:
         config = resolve_trial_config(files.params).to_dict()
-    except (ConfigError, ValueError, KeyError, TypeError):
-        return {}
+    except (ConfigError, ValueError, KeyError, TypeError, OverflowError) as err:
+        reason = err.args[0] if isinstance(err, ConfigError) and err.args else f"{type(err).__name__}: {err}"
+        return {}, f"{PARAMS_FILE}: {reason}; the recipe values shown come from the last report"
     config["tau_spread"] = (max(config["tau_list"]) - min(config["tau_list"])) / 2
     config["tau_list"] = format_tau_list(config["tau_list"])
-    return config
+    return config, ""
+
+
+def trial_notes(files: TrialFiles, config_problem: str) -> str:
+    """What is wrong with a trial's records, in words ("" when nothing): unreadable files, a config
+    that does not resolve, infinite values read as missing (so never ranked best)."""
+    notes = [f"damaged: {problem}" for problem in files.damaged]
+    notes += [config_problem] if config_problem else []
+    notes += [f"{metric} was infinite at {_epochs_text(epochs)}: read as missing, never ranked"
+              for metric, epochs in files.infinite.items()]
+    return "; ".join(notes)
+
+
+def _epochs_text(epochs: list[int]) -> str:
+    if len(epochs) == 1:
+        return f"epoch {epochs[0]}"
+    if len(epochs) <= 3:
+        return f"epochs {', '.join(map(str, epochs))}"
+    return f"epochs {epochs[0]}…{epochs[-1]} ({len(epochs)} reports)"
 
 
 def trial_status(files: TrialFiles, stop_epoch: int | None, asha_stopped: set[str]) -> str:
@@ -68,7 +88,7 @@ def trial_status(files: TrialFiles, stop_epoch: int | None, asha_stopped: set[st
 
 
 def trial_row(files: TrialFiles, settings: dict, asha_stopped: set[str], objectives: list[list[str]]) -> dict:
-    config = trial_config(files)
+    config, config_problem = trial_config(files)
     last = files.rows[-1] if files.rows else {}
     # epoch counts that are not whole numbers >= 1 (1e400, "2", 1.5) count as missing
     planned = _first_count(last.get("planned_epochs"), config.get("epochs"), settings.get("base", {}).get("epochs"))
@@ -97,6 +117,7 @@ def trial_row(files: TrialFiles, settings: dict, asha_stopped: set[str], objecti
     row["node_id"] = last.get("node_id")
     row["failures"] = files.failures
     row["error"] = files.error
+    row["notes"] = trial_notes(files, config_problem)
     row["last_update"] = pd.to_datetime(files.last_update, unit="s") if not math.isnan(files.last_update) else None
     versions = settings.get("versions", {})
     row.update({k: versions.get(k) for k in PROVENANCE})
@@ -152,10 +173,11 @@ def tidy_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def pareto_front(frame: pd.DataFrame, objectives: list[list[str]]) -> pd.Series:
-    """True for rows that no other row beats on every objective; rows missing a value are never on it."""
+    """True for rows that no other row beats on every objective; rows missing a value (or holding an
+    infinite one) are never on it."""
     signs = pd.Series({metric: 1.0 if mode == "max" else -1.0 for metric, mode in objectives})
     values = frame[list(signs.index)].astype(float).mul(signs).to_numpy()
-    complete = ~np.isnan(values).any(axis=1)
+    complete = np.isfinite(values).all(axis=1)
     others = values[complete]
     on_front = [bool(ok) and not ((others >= row).all(axis=1) & (others > row).any(axis=1)).any()
                 for row, ok in zip(values, complete)]
@@ -189,6 +211,6 @@ def _key_value(key: str, value):
     """A key config value from a report row, or None when it is not of the key's type."""
     if key in WHOLE_KEYS:
         return value if _is_number(value) and isinstance(value, int) and value >= WHOLE_KEYS[key] else None
-    if key in ("dataset", "tau_list"):
+    if key in ("dataset", "tau_list", "precision"):
         return value if isinstance(value, str) else None
     return value if _is_number(value) else None
