@@ -16,19 +16,13 @@ fi
 
 NAME=first-study
 FOLDER="$PWD/runs/$NAME"
-ray_options=()   # with no options to give, a Ray dashboard already on its port would stop the study: move ours
-if ! "$VENV/bin/python" -c 'import socket; socket.socket().bind(("127.0.0.1", 8265))' 2>/dev/null; then
-    port="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    echo "port 8265 is taken (another Ray's dashboard?): this study's Ray dashboard takes port $port"
-    ray_options=(--dashboard-port "$port")
-fi
 if [ -e "$FOLDER/study.json" ]; then
     echo "$FOLDER exists: showing it again (an interrupted one is finished first); delete that folder to start afresh"
-    study resume "$NAME" "${ray_options[@]}"
+    study resume "$NAME"
 else
     echo "first study: the BalPoE recipe as 3 trials (seeds 1, 2, 3) of the smoke preset —" \
          "generated images, 2 epochs, no download, no GPU"
-    study baseline --preset smoke --seeds 1 2 3 --name "$NAME" "${ray_options[@]}"
+    study baseline --preset smoke --seeds 1 2 3 --name "$NAME"
 fi
 study report "$NAME"
 
@@ -41,7 +35,7 @@ the report is $FOLDER/report/index.html (tables as CSV/Parquet/Markdown, figures
 
 Next:
   $me show $NAME                  the trials table again (while a study runs, too)
-  $me dashboard $NAME             the live results page on http://127.0.0.1:8000/ (Ctrl-C stops it)
+  $me dashboard $NAME             the live results page; it prints its address (Ctrl-C stops it)
   $me search --preset smoke --num-samples 8
                                    a small search over mixup α and the experts' τ spread, with ASHA
   $me baseline --preset fmnist    10 epochs of Fashion-MNIST-LT, real images (Debian's dataset-fashion-mnist)

@@ -92,7 +92,6 @@ def test_readme_links_into_docs():
 FAKE_PYTHON = """#!/usr/bin/env bash
 # records each call; exits with $FAKE_CODE when the call matches $FAKE_FAIL
 echo "$*" >> "$FAKE_LOG"
-[[ "$*" == *getsockname* ]] && echo 40123   # the free port a bind to port 0 found
 if [ -n "${FAKE_FAIL:-}" ] && [[ "$*" == *"$FAKE_FAIL"* ]]; then exit "$FAKE_CODE"; fi
 """
 FAKE_PYTHON3 = """#!/usr/bin/env bash
@@ -200,14 +199,6 @@ def test_no_arguments_run_the_first_study_then_its_report_and_name_the_next_comm
     done, calls = run_script(checkout)
     assert done.returncode == 0 and calls == ["-m study.run resume first-study", "-m study.run report first-study"]
     assert "exists: showing it again" in done.stdout
-
-
-def test_a_taken_dashboard_port_moves_the_first_studys_dashboard(checkout):
-    run_script(checkout, "--help")
-    done, calls = run_script(checkout, FAKE_FAIL="8265", FAKE_CODE="1")  # the bind to 8265 fails: taken
-    assert done.returncode == 0, done.stderr
-    assert "port 8265 is taken" in done.stdout and "takes port 40123" in done.stdout
-    assert calls[0] == "-m study.run baseline --preset smoke --seeds 1 2 3 --name first-study --dashboard-port 40123"
 
 
 def test_an_interrupted_first_study_stops_with_its_exit_code_before_the_report(checkout):
