@@ -1,9 +1,15 @@
-"""The Optuna searcher without Ray: Tune's calls made by hand, Optuna's record read back."""
+"""The Optuna searcher: Tune's calls made by hand (no Ray) with Optuna's record read back; optuna.db faults
+named; and a copied search folder resumed through the real CLI."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import threading
 
 import optuna
 import pytest
@@ -11,7 +17,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 from ray import tune
 
-from results.experiment import read_optuna
+from conftest import SMOKE
+from results.experiment import load_experiment, read_optuna
 from results.reader import ExperimentError
 from study.settings import StudyError
 from study.searcher import OptunaSearcher, check_optuna_storage, to_distribution
@@ -28,8 +35,8 @@ def searcher_in(folder, objectives=SINGLE, seed_point=None, **kwargs) -> OptunaS
     return searcher
 
 
-def stored_trials(folder) -> list:
-    return optuna.load_study(study_name="study", storage=f"sqlite:///{folder / 'optuna.db'}").trials
+def stored_trials(folder, name: str = "study") -> list:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}").trials
 
 
 def run(searcher: OptunaSearcher, trial_id: str, values: list[float], final: dict | None = None,
@@ -213,3 +220,46 @@ def test_an_optuna_db_without_the_study_is_named_when_read(tmp_path):
     searcher_in(tmp_path)
     with pytest.raises(ExperimentError, match="holds no Optuna study named 'other'"):
         read_optuna(tmp_path / "optuna.db", "other", ["val_balanced_acc"])
+
+
+# --- a copied experiment folder resumes in the copy, and only there ---------------------------------
+def files_of(folder) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.ray
+def test_a_copied_search_resumes_in_the_copy_and_leaves_the_original_alone(tmp_path):
+    """Interrupted with one trial finished, one training and one not started; the copy's resume must finish
+    the second (a restored trial), create the third (a new one) and tell Optuna, all inside the copy."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    argv = [sys.executable, "-m", "study.run", "search", *SMOKE, "--space", "alpha_tau", "--num-samples", "3",
+            "--max-concurrent", "1", "--grace-period", "1", "--name", "original", "--storage-path", str(tmp_path)]
+    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    watchdog = threading.Timer(300, driver.kill)
+    watchdog.start()
+    seen, one_ended = [], False
+    for line in driver.stdout:  # interrupt once one trial ended and the next one is training
+        seen.append(line)
+        one_ended = "1 running, 1 terminated" in line or (one_ended and line.startswith("    "))
+        if one_ended and "epoch    " in line:
+            break
+    else:
+        pytest.fail("the search ended before the interrupt point:\n" + "".join(seen))
+    driver.send_signal(signal.SIGTERM)
+    out = "".join(seen) + driver.communicate(timeout=120)[0]
+    watchdog.cancel()
+    assert driver.returncode == 130, out
+    shutil.copytree(original, copy)
+    before = files_of(original)
+    assert len(stored_trials(original, "original")) == 2
+
+    from study.run import main
+    assert main(["resume", "copy", "--storage-path", str(tmp_path), "--num-cpus", "2"]) == 0
+    assert files_of(original) == before  # not a byte, not a new file
+    trials = stored_trials(copy, "original")  # the study keeps the name it was created with
+    assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    experiment = load_experiment(copy)
+    assert experiment.progress()["complete"] and len(experiment.trials) == 3
+    assert sorted(p.name for p in copy.glob("trial_*")) == sorted(f"trial_{t}" for t in experiment.trials["trial_id"])
