@@ -42,6 +42,9 @@ def interrupted(settings=None) -> int:
 def resume(args) -> int:
     from .driver import completed_experiment, run_study, summarise
     settings = resume_settings(args)
+    if settings.kind == "search":
+        from .searcher import check_optuna_storage
+        check_optuna_storage(settings.experiment_dir)
     with StudyLock(settings.experiment_dir, settings.name):
         complete = completed_experiment(settings)
         if complete is not None:

@@ -55,10 +55,10 @@ def trainable_with_resources(settings: StudySettings):
 
 
 def param_space(settings: StudySettings) -> dict:
-    space = {"base": settings.base, "checkpoint_every": settings.checkpoint_every,
+    space = {"base": settings.base.to_dict(), "checkpoint_every": settings.checkpoint_every,
              "threads": max(1, int(settings.cpus_per_trial)), "stop_epoch": settings.stop_epoch}
     if settings.kind == "baseline":
-        space["seed"] = tune.grid_search(settings.seeds)
+        space["seed"] = tune.grid_search(list(settings.seeds))
     else:
         module = get_space(settings.space)
         space["space"] = settings.space
