@@ -126,8 +126,8 @@ def write_report(exp: Experiment, output: str | Path | None = None, baseline: Ex
     try:
         publish_folder(folder, write, last=INDEX, stale=stale + [f"figures/{name}" for name in figure_module.FIGURES])
     except OSError as err:
-        raise ReportError(f"{option}: the report could not be written to {folder} ({err.strerror or err}); an "
-                          f"earlier report there is kept as it was; free space or choose another --output") from None
+        raise ReportError(f"{option}: the report could not be written to {folder} ({err.strerror or err}); the "
+                          f"folder is left as it was; free space or choose another --output") from None
     return folder / INDEX
 
 

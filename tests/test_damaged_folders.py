@@ -300,7 +300,7 @@ def test_a_full_disk_leaves_the_previous_report_as_it_was(tmp_path, monkeypatch,
     with pytest.raises(report.ReportError) as caught:
         report.write_report(exp)
     assert str(caught.value) == (f"report: the report could not be written to {folder} (No space left on device); "
-                                 f"an earlier report there is kept as it was; free space or choose another --output")
+                                 f"the folder is left as it was; free space or choose another --output")
     assert folder_bytes(folder) == before and sorted(p.name for p in folder.iterdir()) == ["figures", "index.html",
                                                                                            "tables"]
 

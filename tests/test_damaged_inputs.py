@@ -152,3 +152,17 @@ def test_an_export_cut_short_in_a_new_folder_has_no_manifest(tmp_path, monkeypat
     with pytest.raises(OSError):
         export(MadeUpTrainer(1), checkpoint, tmp_path / "logits", ["val", "test"])
     assert sorted(p.name for p in (tmp_path / "logits").iterdir()) == ["val.npz"]  # no manifest: cut short
+
+
+def test_a_failed_write_through_a_handle_names_the_file(tmp_path):
+    """np.savez and friends write to an open handle, whose OSError names no file: the message must."""
+    from balpoe.files import atomic_write
+
+    def write(tmp):
+        with tmp.open("wb") as handle:
+            handle.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "train.npz", write)
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(tmp_path / "train.npz"))
+    assert list(tmp_path.iterdir()) == []
