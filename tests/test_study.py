@@ -259,6 +259,7 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, c
     watchdog.cancel()
     assert driver.returncode == 130, out
     assert "python -m study.run resume baseline-smoke" in out
+    assert "Tuner.restore" not in out  # one instruction only: ours
     trials = reports(experiment)
     finished = next(name for name, rows in trials.items() if len(rows) == 2)
     finished_log = (experiment / finished / "result.json").read_text()
