@@ -3,6 +3,10 @@
 Stem and stage 1 are shared; each expert owns stages 2–3, a global average pool and a cosine
 classifier. Module names follow the reference implementation (`backbone.layer2s.0...`), so weights
 saved here load into its code and the other way round.
+
+Under bf16 autocast the convolutions run in bf16, but the pooling and the classifier always run in
+fp32: logits reach ±scale (30), where bf16's spacing is 0.125, too coarse for the τ·log π terms of
+the loss and for calibration metrics. The head costs a (features × classes) product per expert.
 """
 from __future__ import annotations
 
@@ -75,8 +79,9 @@ class ExpertResNet(nn.Module):
         shared = self.layer1(F.relu(self.bn1(self.conv1(x))))
         logits = []
         for layer2, layer3, linear in zip(self.layer2s, self.layer3s, self.linears):
-            features = layer3(layer2(shared)).mean(dim=(2, 3))
-            logits.append(linear(features) * self.scale)
+            features = layer3(layer2(shared)).float().mean(dim=(2, 3))
+            with torch.autocast(x.device.type, enabled=False):  # fp32 head, whatever the caller's autocast
+                logits.append(linear(features) * self.scale)
         return torch.stack(logits, dim=1)
 
 

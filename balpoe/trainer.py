@@ -18,6 +18,11 @@ each batch, with counts in batches: phase "train" from `train_epoch(callbacks)`,
 `predict(split, callbacks)`; during `fit(callbacks)` both use fit's callbacks (validation and final
 metrics included); `progress.BatchProgress` shows it. The trainer writes no files:
 `checkpoint.RunFolder` and the Tune trainable are callbacks that decide where results go.
+
+Precision (`config.precision`): with bf16 the model's forward pass runs under `torch.autocast` (bf16
+convolutions); its head, the logits, the loss (τ·log π adjustment, log-softmax, reductions), the
+parameters and the optimizer state stay fp32, and `predict` returns fp32 logits, so every metric,
+the temperature fit and the exported logits come from fp32 values.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import json
 import math
 import random
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -77,6 +83,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_precision(device: torch.device, precision: str) -> None:
+    """Refuse bf16 on a device that cannot compute in it, before any data is read. A CPU always can,
+    but without bf16 instructions torch runs bf16 convolutions on its slow reference kernels: a
+    warning says so (measured in docs/speed.md)."""
+    if precision != "bf16":
+        return
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise ConfigError(f"precision: {torch.cuda.get_device_name(device)} has no bf16 arithmetic (that needs "
+                          f"compute capability 8.0, Ampere, or newer); use --precision fp32 (got 'bf16')")
+    if device.type == "mps" and not torch.backends.mps.is_macos_or_newer(14, 0):
+        raise ConfigError("precision: bf16 on MPS needs macOS 14 or newer; use --precision fp32 (got 'bf16')")
+    if device.type == "cpu" and not cpu_has_bf16_kernels():
+        warnings.warn("precision bf16: this CPU has no bf16 instructions (avx512_bf16, AMX or AVX-512), so torch "
+                      "runs bf16 convolutions on slow reference kernels, many times slower than fp32; "
+                      "--precision fp32 is faster here", stacklevel=2)
+
+
+def cpu_has_bf16_kernels() -> bool:
+    """Whether oneDNN (torch's CPU convolutions) has bf16 kernels for this CPU: torch's own check."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -87,6 +115,7 @@ class Trainer:
     def __init__(self, config: Config, data: DataBundle | None = None):
         self.config = config
         self.device = resolve_device(config.device)
+        check_precision(self.device, config.precision)
         seed_everything(config.seed)
         self.data = data or build_data(config, self.device)
         self.model = build_model(config, self.data.num_classes).to(self.device)
@@ -102,6 +131,10 @@ class Trainer:
         self.epoch = 0
         self.best_metric = -float("inf")
         self.best_epoch = 0
+
+    def autocast(self) -> torch.autocast:
+        """The forward pass's precision context: bf16 autocast, or a disabled one for fp32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
 
     # --- one epoch ------------------------------------------------------------------------------
     def train_epoch(self, callbacks=None) -> dict[str, float]:
@@ -121,7 +154,9 @@ class Trainer:
         seen = 0
         start = time.perf_counter()
         for done, batch in enumerate(self.loader, 1):
-            logits = self.forward(batch.inputs)
+            with self.autocast():
+                logits = self.forward(batch.inputs)
+            logits = logits.float()  # fp32 already (the model's head); the loss must never see bf16
             loss, per_expert = self.loss(logits, batch.targets, batch.mix_targets, batch.lam)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -154,7 +189,7 @@ class Trainer:
     # --- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, split_name: str, callbacks=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-expert logits (N, experts, classes) and labels of a split, on the CPU. After each batch,
+        """Per-expert fp32 logits (N, experts, classes) and labels of a split, on the CPU. After each batch,
         `on_batch_end(trainer, split_name, done, total)` of the callbacks that have it (counts in
         batches; default None: those of the `fit` under way, if any)."""
         split = getattr(self.data, split_name)
@@ -164,7 +199,8 @@ class Trainer:
         self.model.eval()
         logits = []
         for done, (x, _) in enumerate(eval_batches(split, EVAL_BATCH_SIZE, self.normalise), 1):
-            logits.append(self.forward(x).float())
+            with self.autocast():
+                logits.append(self.forward(x).float())
             for hook in hooks:  # counts only: no device sync
                 hook(self, split_name, done, total)
         return torch.cat(logits).cpu(), split.labels.cpu()
