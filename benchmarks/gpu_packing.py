@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from arguments import at_least, refuse  # noqa: E402
 from results import load_experiment  # noqa: E402
 
 
@@ -53,17 +54,24 @@ def write_random_cifar100(root: Path) -> Path:
     return root
 
 
-def run_packing(k: int, args: argparse.Namespace, data_dir: Path, storage: Path) -> dict:
+def run_packing(k: int, epochs: int, cpus_per_trial: float, data_dir: Path, storage: Path, logical_gpus: bool,
+                study_args: list[str]) -> dict:
+    """`study.run baseline` with k seeds sharing one GPU; its trials' median seconds per epoch (the
+    first epoch not counted), the GPU's aggregate epochs/s and the largest peak memory of a trial."""
     name = f"pack-{k}"
     command = [sys.executable, "-m", "study.run", "baseline", "--seeds", *map(str, range(1, k + 1)),
-               "--gpus-per-trial", f"{1 / k:g}", "--cpus-per-trial", f"{args.cpus_per_trial:g}",
-               "--epochs", str(args.epochs), "--data-dir", str(data_dir), "--storage-path", str(storage),
-               "--name", name, "--checkpoint-every", str(args.epochs), "--progress-interval", "30"]
-    if args.logical_gpus:
+               "--gpus-per-trial", f"{1 / k:g}", "--cpus-per-trial", f"{cpus_per_trial:g}",
+               "--epochs", str(epochs), "--data-dir", str(data_dir), "--storage-path", str(storage),
+               "--name", name, "--checkpoint-every", str(epochs), "--progress-interval", "30"]
+    if logical_gpus:
         command += ["--num-gpus", "1"]
-    command += args.study_args
+    command += study_args
     print(f"\n$ {' '.join(command)}", flush=True)
-    subprocess.run(command, check=True)
+    status = subprocess.run(command, cwd=Path(__file__).resolve().parents[1]).returncode
+    if status:
+        print(f"error: {name}: study.run baseline ended with exit status {status} (its message is above)",
+              file=sys.stderr)
+        raise SystemExit(status)
     epochs = load_experiment(storage / name).epochs
     timed = epochs[epochs["epoch"] > 1].groupby("trial_id")
     per_epoch = timed["epoch_seconds"].median().tolist()
@@ -74,7 +82,29 @@ def run_packing(k: int, args: argparse.Namespace, data_dir: Path, storage: Path)
             "epochs_per_s": sum(1 / s for s in per_epoch), "peak_memory_mb": max(peaks)}
 
 
-def main() -> None:
+def measure(packings: list[int], epochs: int, cpus_per_trial: float = 1.0, data_dir: str | None = None,
+            output: str | None = None, logical_gpus: bool = False, study_args: list[str] = ()) -> list[dict]:
+    """One `run_packing` row per packing, on `data_dir` or random CIFAR-100-sized pixels."""
+    with tempfile.TemporaryDirectory() as scratch:
+        data = Path(data_dir).resolve() if data_dir else write_random_cifar100(Path(scratch) / "data")
+        storage = Path(output).resolve() if output else Path(scratch) / "runs"
+        return [run_packing(k, epochs, cpus_per_trial, data, storage, logical_gpus, list(study_args))
+                for k in packings]
+
+
+def table(rows: list[dict]) -> str:
+    base = rows[0]["epochs_per_s"]
+    lines = [f"{'trials/GPU':>10} {'s/epoch (1 trial)':>18} {'epochs/s (GPU)':>15} {'gain':>6} {'peak MB':>8}"]
+    lines += [f"{row['trials_per_gpu']:>10} {row['epoch_seconds']:>18.2f} {row['epochs_per_s']:>15.3f} "
+              f"{row['epochs_per_s'] / base:>5.2f}x {row['peak_memory_mb']:>8.0f}" for row in rows]
+    return "\n".join(lines)
+
+
+def best(rows: list[dict]) -> int:
+    return max(rows, key=lambda row: row["epochs_per_s"])["trials_per_gpu"]
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packings", type=int, nargs="+", default=[1, 2, 4, 8], help="trials per GPU to try")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per trial (≥ 2; the first is not timed)")
@@ -84,20 +114,16 @@ def main() -> None:
                         help="declare one logical GPU on a CPU machine (checks the script, measures nothing GPU)")
     parser.add_argument("--output", help="where the experiments go (default: a temporary folder)")
     parser.add_argument("study_args", nargs="*", help="after --: passed to study.run baseline")
-    args = parser.parse_args()
-    if args.epochs < 2:
-        parser.error("--epochs: at least 2 (the first epoch is not timed)")
-    with tempfile.TemporaryDirectory() as scratch:
-        data_dir = Path(args.data_dir).resolve() if args.data_dir else write_random_cifar100(Path(scratch) / "data")
-        storage = Path(args.output).resolve() if args.output else Path(scratch) / "runs"
-        rows = [run_packing(k, args, data_dir, storage) for k in args.packings]
-    base = rows[0]["epochs_per_s"]
-    print(f"\n{'trials/GPU':>10} {'s/epoch (1 trial)':>18} {'epochs/s (GPU)':>15} {'gain':>6} {'peak MB':>8}")
-    for row in rows:
-        print(f"{row['trials_per_gpu']:>10} {row['epoch_seconds']:>18.2f} {row['epochs_per_s']:>15.3f} "
-              f"{row['epochs_per_s'] / base:>5.2f}x {row['peak_memory_mb']:>8.0f}")
-    best = max(rows, key=lambda row: row["epochs_per_s"])
-    print(f"best packing: {best['trials_per_gpu']} trials per GPU")
+    args = parser.parse_args(argv)
+    at_least(2, epochs=args.epochs)  # the first epoch is not timed
+    at_least(1, packings=min(args.packings))
+    at_least(0.01, cpus_per_trial=args.cpus_per_trial)
+    if args.data_dir and not Path(args.data_dir, "cifar-100-python").is_dir():
+        refuse("--data-dir", "holds no cifar-100-python/ folder", args.data_dir)
+    rows = measure(args.packings, args.epochs, args.cpus_per_trial, args.data_dir, args.output, args.logical_gpus,
+                   args.study_args)
+    print("\n" + table(rows))
+    print(f"best packing: {best(rows)} trials per GPU")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from arguments import at_least  # noqa: E402
 from balpoe.config import Config  # noqa: E402
 from results import load_experiment  # noqa: E402
+from results.settings import StudySettings  # noqa: E402
+from search_spaces import get_space, resolve_ranges  # noqa: E402
 from results.app import ResultsSite  # noqa: E402
 
 METRICS = ("lr", "train_loss", "train_loss_expert0", "train_loss_expert1", "train_loss_expert2", "train_acc",
@@ -38,10 +41,12 @@ TEST = ("test_acc", "test_balanced_acc", "test_nll", "test_ece", "test_mce", "te
 
 def write_experiment(folder: Path, trials: int, epochs: int) -> None:
     rng = np.random.default_rng(0)
-    base = Config(epochs=epochs).to_dict()
+    recipe = Config().replace(epochs=epochs)  # the recipe's schedule, rescaled to `epochs`
+    base = recipe.to_dict()
     folder.mkdir(parents=True)
-    (folder / "study.json").write_text(json.dumps({"kind": "search", "name": folder.name, "base": base,
-                                                   "space": "alpha_tau", "num_samples": trials, "asha": False}))
+    StudySettings(kind="search", name=folder.name, storage_path=str(folder.parent), base=recipe, space="alpha_tau",
+                  ranges=resolve_ranges(get_space("alpha_tau")), num_samples=trials, startup_trials=1, asha=False,
+                  max_t=epochs).save(folder)
     for t in range(trials):
         trial = folder / f"trial_{t:08x}"
         trial.mkdir()
@@ -60,12 +65,13 @@ def write_experiment(folder: Path, trials: int, epochs: int) -> None:
                 handle.write(json.dumps(row) + "\n")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3, help="warm reads to time")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    at_least(1, trials=args.trials, epochs=args.epochs, repeats=args.repeats)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "big-search"
         write_experiment(folder, args.trials, args.epochs)
