@@ -44,7 +44,7 @@ def resume(args) -> int:
     settings = resume_settings(args)
     if settings.kind == "search":
         from .searcher import check_optuna_storage
-        check_optuna_storage(settings.experiment_dir)
+        check_optuna_storage(settings.experiment_dir, settings.optuna_storage)
     with StudyLock(settings.experiment_dir, settings.name):
         complete = completed_experiment(settings)
         if complete is not None:
@@ -61,6 +61,9 @@ def new_study(args) -> int:
     from .driver import run_study
     with StudyLock(settings.experiment_dir, settings.name):  # held until the study ends
         check_fresh(settings)
+        if settings.optuna_storage is not None:  # a database other experiments may share: this name is free there
+            from .searcher import check_optuna_storage
+            check_optuna_storage(settings.experiment_dir, settings.optuna_storage, new=True)
         try:
             return run_study(settings, args)
         except KeyboardInterrupt:
@@ -110,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyError, ConfigError, SpaceError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine's, not the input's: a full disk, a folder gone, permissions
+        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return interrupted()
     finally:

@@ -166,3 +166,16 @@ def test_a_failed_write_through_a_handle_names_the_file(tmp_path):
         atomic_write(tmp_path / "train.npz", write)
     assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(tmp_path / "train.npz"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_study_export_on_a_full_disk_names_the_file_without_a_traceback(monkeypatch, capsys, tmp_path):
+    import errno
+    import study.commands
+    from study.run import main
+
+    def full_disk(*args, **kwargs):  # what a write of the export meets when the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "train.npz"))
+    monkeypatch.setattr(study.commands, "open_experiment", full_disk)
+    assert main(["export", "anything", "--storage-path", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / 'out' / 'train.npz'}: No space left on device\n"
