@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -77,10 +78,16 @@ def test_fashion_mnist_compare_prints_both_runs(tmp_path):
     assert set(rows) == {"balpoe", "plain-ce"} and all(len(values) == 7 for values in rows.values())
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.mark.ray
 def test_gpu_packing_through_study_run_on_a_logical_gpu():
     done = run("gpu_packing.py", "--logical-gpus", "--packings", "1", "--epochs", "2", "--", "--preset", "smoke",
-               "--num-cpus", "2")
+               "--num-cpus", "2", "--dashboard-port", str(free_port()))
     assert done.returncode == 0, done.stderr
     assert re.search(rf"^ +1 +{NUMBER} +{NUMBER} +1.00x +{NUMBER}$", done.stdout, re.M)
     assert done.stdout.splitlines()[-1] == "best packing: 1 trials per GPU"
