@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             child.terminate()
             child.join(timeout=30)
+            if child.is_alive():  # still busy with a request: stop it for good
+                child.kill()
+                child.join()
     print(f"page process peak memory {peak_child_mb():.0f} MB")
 
 

@@ -9,14 +9,16 @@ Ray Serve from the cluster that runs the studies.
     /api/experiments/NAME/{trials,epochs,summary,running}   the tables as JSON records
 
 Read-only: it opens experiment folders for reading and writes nothing. NAME must be a real folder
-directly under the storage path (no `..`, no absolute path, no symlink out of it): anything else is
-a 404. An experiment that cannot be read now (damaged files) is flagged on the index and on its own
-page, and its JSON tables answer 409 with the reason; the other experiments are not affected.
+directly under the storage path (no `..`, no absolute path, no symlink out of it, no name too long for
+a folder): anything else is a 404. An experiment that cannot be read now (damaged files) keeps its row
+on the index with a `note` saying why, its page says so, and its JSON tables answer 409 with the
+reason; the other experiments are not affected.
 
-Each experiment is read once per change of its files (`snapshots.py`), and the tables, JSON and
-figures drawn from it are kept until then, so a page polled by a team costs a few `stat` calls per
-trial. The handlers are plain functions: FastAPI runs them in its thread pool, off the event loop.
-The replica reserves no CPU and no GPU, so it never takes a slot from a trial.
+Each experiment is read once per change of its files, in the background (`snapshots.py`); requests
+are answered from the last reading, and the tables, JSON and figures drawn from it are kept with it,
+so a page polled by a team costs a few `stat` calls per trial a second. The handlers are plain
+functions: FastAPI runs them in its thread pool, off the event loop. The replica reserves no CPU and
+no GPU, so it never takes a slot from a trial.
 """
 from __future__ import annotations
 
@@ -35,16 +37,20 @@ from . import figures as figure_module
 from .console import default_columns
 from .experiment import Experiment
 from .html import experiment_context, render, stamp, status_text, table_view
+from .in_epoch import format_silence
+from .optuna_db import dashboard_command
 from .snapshots import NotAnExperiment, Snapshot, Snapshots, ThisSecond
 
 APP_NAME = "balpoe-results"
 ROUTE_PREFIX = "/"
 NAME_MAX = 255                  # bytes in one file name (Linux, macOS): longer is no folder here
 MAX_ONGOING_REQUESTS = 100      # per replica; more wait in Serve's queue (the handlers are cheap once read)
-REQUEST_TIMEOUT_S = 300         # Serve's proxy answers 408 past this (a first view of a huge experiment takes
-                                # about a minute); the reading goes on and serves the next reload
+REQUEST_TIMEOUT_S = 300         # Serve's proxy answers 408 past this (the first JSON of a huge experiment
+                                # waits for its first reading: minutes); the reading goes on for the next
 INDEX_COLUMNS = ["name", "kind", "trials", "finished", "asha_stopped", "unfinished", "errored", "not_started",
                  "complete", "objective", "best", "last_update", "note"]
+FIRST_READING_WAIT_S = 5.0      # a page waits this long for an experiment never read before, then says
+                                # "being read" (its JSON tables wait until it is read)
 DRAWING = threading.Lock()      # pyplot is not thread-safe: one figure drawn at a time
 
 
@@ -83,10 +89,10 @@ class ResultsSite:
             raise NotFound(name) from None
         return candidate
 
-    def snapshot(self, name: str, wait: bool = True) -> Snapshot:
-        """The last reading of NAME; without `wait`, a placeholder while it is read the first time."""
+    def snapshot(self, name: str, wait_s: float | None = None) -> Snapshot:
+        """The last reading of NAME; a placeholder when its first reading takes longer than `wait_s`."""
         try:
-            return self.snapshots.get(self.folder(name), wait)
+            return self.snapshots.get(self.folder(name), wait_s)
         except NotAnExperiment:
             raise NotFound(name) from None
 
@@ -119,7 +125,7 @@ class ResultsSite:
         found = []
         for name in self.names():
             try:
-                found.append((name, self.snapshot(name, wait=False)))
+                found.append((name, self.snapshot(name, FIRST_READING_WAIT_S)))
             except NotFound:
                 continue
         self.snapshots.keep_only({self.root / name for name, _ in found})
@@ -196,7 +202,7 @@ class ResultsSite:
             **self.page_header(index=True)), depends_on=index)
 
     def experiment_html(self, name: str, sort: str | None = None, descending: bool | None = None) -> str:
-        snapshot = self.snapshot(name, wait=False)
+        snapshot = self.snapshot(name, FIRST_READING_WAIT_S)
         exp = snapshot.experiment
         if exp is None:
             return render("unavailable.html", title=f"{name} — BalPoE study", name=name, pending=snapshot.pending,
@@ -205,10 +211,10 @@ class ResultsSite:
             sort, descending = None, None
         context = snapshot.view(("page", sort, descending),
                                 lambda: self.experiment_context(snapshot, sort, descending))
-        optuna_db = exp.path / "optuna.db"
+        storage = exp.optuna_storage  # the command shows no password
         return snapshot.page((sort, descending), lambda: render(
             "live_experiment.html", **context, **self.running_section(exp), **self.page_header(),
-            optuna_db=str(optuna_db) if exp.kind == "search" and optuna_db.exists() else None))
+            optuna_dashboard=dashboard_command(storage) if storage else None))
 
     def experiment_context(self, snapshot: Snapshot, sort: str | None, descending: bool | None) -> dict:
         exp = snapshot.experiment
@@ -219,7 +225,8 @@ class ResultsSite:
         return experiment_context(exp, tables, srcs, skipped, trials_table=self.trials_view(exp, sort, descending))
 
     def running_section(self, exp: Experiment) -> dict:
-        """The unfinished trials with their ETAs, as of now (never kept: the ages change by the second)."""
+        """The unfinished trials with their position inside the epoch and their ETAs, as of now (never kept:
+        the positions move and the ages change by the second; a stalled trial says how long it is silent)."""
         running = exp.running()
         if running.empty:
             return {"running": None}
@@ -229,8 +236,13 @@ class ResultsSite:
         eta = active["eta_s"].max() if len(active) else math.nan
         if not_started and not math.isnan(per_epoch) and exp.stop_epoch:
             eta = (0 if math.isnan(eta) else eta) + not_started * exp.stop_epoch * per_epoch / max(1, len(active))
-        shown = running.assign(eta=running["eta_s"].map(_duration), last_report=running["last_report_s_ago"].map(_duration))
-        columns = ["trial_id", "state", "epoch", "epochs", "seconds_per_epoch", "eta", "last_report"]
+        shown = running.assign(
+            state=[f"stalled {format_silence(silent)}" if state == "stalled" else state
+                   for state, silent in zip(running["state"], running["silent_s"])],
+            images_per_s=running["images_per_s"].round(), eta=running["eta_s"].map(_duration),
+            last_report=running["last_report_s_ago"].map(_duration))
+        columns = ["trial_id", "state", "epoch", "epochs", "position", "images_per_s", "seconds_per_epoch", "eta",
+                   "last_report"]
         return {"running": table_view(shown[columns]), "running_count": len(active), "study_eta": _duration(eta),
                 "not_started": not_started}
 

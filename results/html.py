@@ -16,6 +16,7 @@ import jinja2
 import pandas as pd
 
 from .experiment import Experiment
+from .optuna_db import hide_password
 from .stats import config_columns, is_canonical
 
 WIDE_FIGURES = {"learning_curves.png"}
@@ -105,9 +106,10 @@ def experiment_context(exp: Experiment, tables: dict, figure_srcs: dict, skipped
         "fidelity_warnings": [v for v in fidelity["verdict"] if not v.startswith("good")] if fidelity is not None
         else [],
         "optuna_trials": view("optuna_trials", 25),
+        "optuna_where": hide_password(exp.settings.get("optuna_storage") or "optuna.db"),
         "versions": [(k, v) for k, v in versions.items() if k != "command"],
         "command": versions.get("command"),
-        "settings_json": json.dumps(exp.settings, indent=2, sort_keys=True),
+        "settings_json": hide_password(json.dumps(exp.settings, indent=2, sort_keys=True)),  # --optuna-storage
     }
 
 

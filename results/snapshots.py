@@ -22,6 +22,7 @@ import stat
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as StillReading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -64,15 +65,22 @@ class ThisSecond:
 
     def __init__(self):
         self._values: dict = {}
+        self._making = threading.Lock()  # one request draws the page; the others at that moment take it
 
     def get(self, key, make: Callable, depends_on=None):
-        now = int(time.time())
-        kept = self._values.get(key)
-        if kept is not None and kept[0] == now and kept[1] is depends_on:
+        kept = self._kept(key, depends_on)
+        if kept is not None:
             return kept[2]
-        value = make()
-        self._values[key] = (now, depends_on, value)
-        return value
+        with self._making:
+            kept = self._kept(key, depends_on)
+            if kept is None:
+                kept = (int(time.time()), depends_on, make())
+                self._values[key] = kept
+            return kept[2]
+
+    def _kept(self, key, depends_on) -> tuple | None:
+        kept = self._values.get(key)
+        return kept if kept is not None and kept[0] == int(time.time()) and kept[1] is depends_on else None
 
 
 @dataclass
@@ -133,10 +141,11 @@ class Snapshots:
 
     Readings happen in a few background threads, one per folder at a time: while a changed folder is
     read again, requests get the last reading (nobody waits for a re-read), and `prepare` runs on each
-    new reading before it replaces the old one (the page draws its figures there). Only a folder never
-    read before makes a request wait, and only when it asks to (`wait`); otherwise it gets a
-    placeholder (`pending`). A snapshot checked less than `recheck_s` ago is served without looking at
-    the files again: under a burst of requests a folder is looked at once a second, not once a request."""
+    new reading before it replaces the old one (the page draws its figures there). A folder's first
+    reading is shown as soon as it is read, and prepared after. Only a folder never read before makes
+    a request wait: at most `wait_s` seconds (None: until it is read), then it gets a placeholder
+    (`pending`). A snapshot checked less than `recheck_s` ago is served without looking at the files
+    again: under a burst of requests a folder is looked at once a second, not once a request."""
 
     def __init__(self, load: Callable[[Path], Experiment] = load_experiment, recheck_s: float = 1.0,
                  prepare: Callable[[Snapshot], None] | None = None, readers: int = 2):
@@ -148,20 +157,28 @@ class Snapshots:
         self._guard = threading.Lock()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="experiment-reader")
 
-    def get(self, folder: Path, wait: bool = True) -> Snapshot:
+    def get(self, folder: Path, wait_s: float | None = None) -> Snapshot:
         start = time.monotonic()
         current = self._current.get(folder)
         if current is not None and start - current.checked < self.recheck_s:
             return current
         marks = self._fingerprint(folder)
-        if current is not None and current.fingerprint == marks:
-            current.checked = start
-            return current
-        reading = self._read_soon(folder, marks, start)
+        with self._guard:
+            current = self._current.get(folder)  # perhaps a reading made meanwhile
+            if current is not None:
+                current.checked = start  # unchanged, or a new reading is under way: look again in a second
+                if current.fingerprint == marks:
+                    return current
+            reading = self._reading.get(folder)
+            if reading is None:
+                reading = self._readers.submit(self._read_and_keep, folder, marks, start)
+                self._reading[folder] = reading
         if current is not None:
-            current.checked = start  # the new reading is under way: look again in a second
-            return current
-        return reading.result() if wait else Snapshot(marks, None, pending=True)
+            return current  # the last reading, while the new one is made
+        try:
+            return reading.result(timeout=wait_s)
+        except StillReading:
+            return Snapshot(marks, None, pending=True)
 
     def keep_only(self, folders: set[Path]) -> None:
         """Forget folders that are gone (the index lists what is there now)."""
@@ -169,26 +186,17 @@ class Snapshots:
             for folder in set(self._current) - folders:
                 self._current.pop(folder, None)
 
-    def _read_soon(self, folder: Path, marks: tuple, start: float) -> Future:
-        """The reading of the folder under way, or a new one."""
-        with self._guard:
-            reading = self._reading.get(folder)
-            if reading is None:
-                reading = self._readers.submit(self._read_and_keep, folder, marks, start)
-                self._reading[folder] = reading
-            return reading
-
     def _read_and_keep(self, folder: Path, marks: tuple, start: float) -> Snapshot:
         try:
             snapshot = self._read(folder, marks)
-            if self._prepare is not None and snapshot.experiment is not None:
-                try:
-                    self._prepare(snapshot)
-                except Exception:  # what was not prepared is made on request, where its error shows
-                    log.exception("cannot prepare the views of %s", folder)
+            first = folder not in self._current
+            if not first:
+                self._prepared(snapshot)
             snapshot.checked = start
             with self._guard:
                 self._current[folder] = snapshot
+            if first:
+                self._readers.submit(self._prepared, snapshot)
             return snapshot
         except NotAnExperiment:
             with self._guard:
@@ -197,6 +205,13 @@ class Snapshots:
         finally:
             with self._guard:
                 self._reading.pop(folder, None)
+
+    def _prepared(self, snapshot: Snapshot) -> None:
+        if self._prepare is not None and snapshot.experiment is not None:
+            try:
+                self._prepare(snapshot)
+            except Exception:  # what was not prepared is made on request, where its error shows
+                log.exception("cannot prepare the views of %s", snapshot.experiment.path)
 
     @staticmethod
     def _fingerprint(folder: Path) -> tuple:

@@ -159,7 +159,7 @@ def test_a_changed_folder_is_read_again_in_the_background_while_the_last_reading
     (folder / "trial_t1" / "result.json").write_text(json.dumps(report_row(1, 1, 2)) + "\n")
     assert snapshots.get(folder) is first  # checked less than recheck_s ago: the files are not looked at
     snapshots.recheck_s = 0
-    assert snapshots.get(folder) is first and snapshots.get(folder, wait=False) is first  # while it is read again
+    assert snapshots.get(folder) is first and snapshots.get(folder, wait_s=0) is first  # while it is read again
     gate.set()
     second = eventually(lambda: (latest := snapshots.get(folder)) is not first and latest)
     assert second.experiment.trials.set_index("trial_id").loc["t1", "epochs_run"] == 1
@@ -273,6 +273,16 @@ def test_values_from_the_folders_are_escaped_on_every_page(storage, tmp_path):
             status, body = get(base + path)
             assert status == 200 and INJECTED.encode() not in body and escaped in body
             assert b"<script>" not in body and b"&#34;&gt;&lt;script&gt;" in body
+
+
+def test_the_offline_report_shares_the_templates_and_escapes_too(storage):
+    from results.report import write_report
+    folder = write_experiment(storage / "evil", command=f"python -m study.run baseline --name '{INJECTED}'")
+    page = write_report(load_experiment(folder)).read_text()
+    assert INJECTED not in page and "--name &#39;&lt;img src=x onerror=alert(1)&gt;&#39;" in page
+    assert "<h1>baseline 'evil'</h1>" in page and 'http-equiv="refresh"' not in page  # it does not reload
+    assert '<li>trials: <a href="tables/trials.csv">csv</a> · <a href="tables/trials.parquet">parquet</a>' in page
+    assert '<figure><img class="wide" src="figures/learning_curves.png" alt="learning_curves.png">' in page
 
 
 def test_a_table_view_says_constant_columns_once_and_keeps_links():
