@@ -21,10 +21,15 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats
+from .in_epoch import epoch_pace, is_current, silence_limit, trial_eta
 from .optuna_db import optuna_db_problem
 from .reader import (OPTUNA_FILE, DamagedFile, ExperimentError, TrialFiles,
-                     check_experiment_folder, read_asha_stopped, read_settings, read_trial, trial_folders)
+                     check_experiment_folder, read_asha_stopped, read_progress, read_settings, read_trial,
+                     trial_folders)
 from .tables import STATUSES, epochs_table, trials_table
+
+RUNNING_COLUMNS = ["trial_id", "state", "epoch", "epochs", "position", "phase", "batches_done", "batches_total",
+                   "images_per_s", "seconds_per_epoch", "eta_s", "silent_s", "last_report_s_ago"]
 
 
 @dataclass
@@ -127,25 +132,48 @@ class Experiment:
         return pareto_front(self.trials[finished], self.objectives).reindex(self.trials.index, fill_value=False)
 
     def running(self, now: float | None = None) -> pd.DataFrame:
-        """Unfinished trials as a live page shows them: latest epoch, seconds per epoch (median of the
-        last 5), ETA, and seconds since the last report. A trial silent for more than 3 epochs' time
-        (and a minute) is `idle` — interrupted, or waiting for resources — not `running`."""
+        """Unfinished trials as a live page shows them, as of `now`: epochs reported, where the trial is
+        inside its epoch (`progress.json`, read anew at each call: the position moves between reports),
+        seconds per epoch (median of the last 5; before the first report, estimated from the in-epoch
+        rate), an ETA that counts down between reports, seconds since the last sign of life (a batch or a
+        report) and since the last report.
+
+        `state`: `running`; `stalled` when its position has not moved for much longer than its pace
+        (`in_epoch.silence_limit`: stuck, or its study was interrupted); without a position, `idle` when
+        silent for more than 3 epochs' time (and a minute): interrupted, or waiting for resources."""
         now = time.time() if now is None else now
         rows = []
         for _, trial in self.trials[self.trials["status"] == "unfinished"].iterrows():
             history = self.epochs[self.epochs["trial_id"] == trial["trial_id"]] if len(self.epochs) else self.epochs
-            per_epoch = history["time_this_iter_s"].tail(5).median() \
+            measured = history["time_this_iter_s"].tail(5).median() \
                 if "time_this_iter_s" in history and len(history) else math.nan
             planned = trial.get("stop_epoch")
-            remaining = planned - trial["epochs_run"] if planned is not None and not pd.isna(planned) else math.nan
+            planned = planned if planned is not None and not pd.isna(planned) else math.nan
+            epochs_run = int(trial["epochs_run"])
             updated = trial.get("last_update")
             ago = now - updated.timestamp() if isinstance(updated, pd.Timestamp) else math.nan
-            silent = not math.isnan(ago) and ago > max(60.0, 3 * (per_epoch if not math.isnan(per_epoch) else 0))
-            rows.append({"trial_id": trial["trial_id"], "state": "idle" if silent else "running",
-                         "epoch": trial["epochs_run"], "epochs": planned, "seconds_per_epoch": per_epoch,
-                         "eta_s": remaining * per_epoch, "last_report_s_ago": ago})
-        return pd.DataFrame(rows, columns=["trial_id", "state", "epoch", "epochs", "seconds_per_epoch", "eta_s",
-                                           "last_report_s_ago"])
+            position = read_progress(self.path / trial["folder"]) if isinstance(trial.get("folder"), str) else None
+            current = is_current(position, epochs_run)
+            per_epoch = epoch_pace(position if current else None, measured)
+            if position is not None:
+                silent = min(now - position.time, ago) if not math.isnan(ago) else now - position.time
+                state = "stalled" if silent > silence_limit(position) else "running"
+            else:
+                silent = ago
+                idle = not math.isnan(ago) and ago > max(60.0, 3 * (measured if not math.isnan(measured) else 0))
+                state = "idle" if idle else "running"
+            rows.append({"trial_id": trial["trial_id"], "state": state, "epoch": epochs_run, "epochs": planned,
+                         "position": position.describe() if current else "",
+                         "phase": position.phase if current else None,
+                         "batches_done": position.done if current else None,
+                         "batches_total": position.total if current else None,
+                         "images_per_s": position.images_per_s if current and position.images_per_s is not None
+                         else math.nan,
+                         "seconds_per_epoch": per_epoch,
+                         "eta_s": trial_eta(position, epochs_run, planned, measured, now),
+                         "silent_s": max(0.0, silent) if not math.isnan(silent) else math.nan,
+                         "last_report_s_ago": ago})
+        return pd.DataFrame(rows, columns=RUNNING_COLUMNS)
 
     @property
     def version(self) -> tuple:

@@ -2,7 +2,8 @@
 
 An experiment folder holds `study.json` (the resolved study settings), `asha_stopped.json` (trials
 ASHA stopped on purpose), `optuna.db` for searches, and one folder per trial with `params.json` (the
-trial's Tune config), `result.json` (one JSON row per report) and `error.txt` when the trial failed.
+trial's Tune config), `result.json` (one JSON row per report), `error.txt` when the trial failed, and
+`progress.json` while it runs (its position inside the epoch, `in_epoch.py`; read on demand only).
 Everything here tolerates a study that is still running or crashed: a truncated last line, a trial
 folder without results yet, a missing record file, a folder that vanishes while it is read. A record
 that is there but cannot be one (a folder or a pipe where a file belongs, unreadable bytes) is named
@@ -18,6 +19,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .in_epoch import InEpochProgress
 from .settings import SETTINGS_FILE, StudyError, StudySettings
 
 ASHA_STOPPED_FILE = "asha_stopped.json"
@@ -25,6 +27,8 @@ OPTUNA_FILE = "optuna.db"
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 ERROR_FILE = "error.txt"
+PROGRESS_FILE = "progress.json"
+PROGRESS_MAX_BYTES = 4096   # a record is a few hundred bytes: anything larger is not one
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
 
 
@@ -163,6 +167,25 @@ def read_json(path: Path, default=None):
     if value is None and data.strip() != b"null":
         raise DamagedFile(f"{path.name}: not JSON" + (" (empty)" if not data.strip() else ""))
     return value
+
+
+def read_progress(folder: str | Path) -> InEpochProgress | None:
+    """A trial's position inside its epoch, from its `progress.json`; None when there is none to go by:
+    no file yet, or one that is not a regular file, not such a record, or cannot be read. Never raises:
+    the position is a live hint, and the next write replaces a damaged one."""
+    try:
+        opened = open_record(Path(folder) / PROGRESS_FILE)
+    except DamagedFile:
+        return None
+    if opened is None:
+        return None
+    handle, _ = opened
+    with handle:
+        try:
+            data = handle.read(PROGRESS_MAX_BYTES + 1)
+        except OSError:
+            return None
+    return InEpochProgress.parse(data) if len(data) <= PROGRESS_MAX_BYTES else None
 
 
 def read_errors(folder: Path) -> tuple[int, str, float]:

@@ -1,0 +1,136 @@
+"""Where a running trial is inside its epoch, between two reports: the record each trial keeps in
+`progress.json` beside its results, and what a reader makes of it — an ETA that counts down between
+epoch reports, and whether the trial has stalled.
+
+The study's trainable replaces the record whole (never half-written) at most every `interval_s`
+seconds and at each phase change, e.g.
+
+    {"epoch": 4, "epochs": 200, "stage": "epoch", "phase": "train", "done": 45, "total": 85,
+     "images_per_s": 412.0, "batches_per_s": 3.2, "train_batches": 85, "train_batches_per_s": 3.2,
+     "epoch_started": 1764150000.0, "time": 1764150014.2, "interval_s": 2.0}
+
+`epoch` is the epoch under way (from 1; the trial has reported `epoch - 1`), or in `stage` "final" (the
+end-of-training evaluation) the last one. `phase` is "train" or the split being predicted (val, test,
+test_full); `done`/`total` count its batches. Rates are measured since the phase's first batch ended
+(null until a second one has); `train_batches*` keep the epoch's training phase through its
+validation. Times are wall-clock seconds (`time.time()`): on a cluster, the nodes' clocks must agree.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+MIN_SILENCE_S = 60.0        # never stalled sooner
+SILENT_WRITES = 10          # ... nor before this many of its writes were due
+SILENT_BATCHES = 3          # ... nor before this many batches at its pace
+PHASE_START_GRACE_S = 600.0  # at a phase boundary the next batch may compile the model (torch.compile on
+                             # a CPU: minutes) or wait for a checkpoint and a report
+
+
+class InEpochProgress(BaseModel):
+    """One trial's position in its epoch, as written; anything else in the file is not a position."""
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore", allow_inf_nan=False)
+
+    epoch: int = Field(ge=1)
+    epochs: int | None = Field(default=None, ge=1)
+    stage: Literal["epoch", "final"]
+    phase: str = Field(min_length=1, max_length=40)
+    done: int = Field(ge=0)
+    total: int = Field(ge=1)
+    images_per_s: float | None = Field(default=None, ge=0)
+    batches_per_s: float | None = Field(default=None, gt=0)
+    train_batches: int | None = Field(default=None, ge=1)
+    train_batches_per_s: float | None = Field(default=None, gt=0)
+    epoch_started: float
+    time: float
+    interval_s: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _done_within_total(self) -> "InEpochProgress":
+        if self.done > self.total:
+            raise ValueError(f"done {self.done} > total {self.total}")
+        return self
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> "InEpochProgress | None":
+        """The record in `data`, or None when it is not one (damaged, cut short, another format)."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError:
+            return None
+
+    def describe(self) -> str:
+        """`epoch 4/200  train 45/85 batches` (`final test_full 3/20 batches` at the end)."""
+        epoch = f"epoch {self.epoch}/{self.epochs}" if self.epochs else f"epoch {self.epoch}"
+        phase = f"final {self.phase}" if self.stage == "final" else self.phase
+        return f"{epoch}  {phase} {self.done}/{self.total} batches"
+
+
+def silence_limit(position: InEpochProgress) -> float:
+    """Seconds without a new record after which the trial counts as stalled: much longer than both its
+    writing interval and its pace per batch; longer still at a phase boundary (see PHASE_START_GRACE_S)."""
+    limit = max(MIN_SILENCE_S, SILENT_WRITES * position.interval_s)
+    if position.done in (0, position.total) or position.batches_per_s is None:
+        return max(limit, PHASE_START_GRACE_S)
+    return max(limit, SILENT_BATCHES / position.batches_per_s)
+
+
+def is_current(position: InEpochProgress | None, epochs_run: int) -> bool:
+    """Whether the record is about what the trial does after its `epochs_run` reported epochs: the next
+    epoch, or the last one's end-of-training evaluation, which comes before its report (an older record
+    is left from before the last report, or from a run before a restore)."""
+    return position is not None and position.epoch == epochs_run + 1  # the last epoch reports after "final"
+
+
+def epoch_pace(position: InEpochProgress | None, seconds_per_epoch: float) -> float:
+    """Seconds per epoch: the measured ones when there are, else the training phase's batches at its
+    in-epoch rate (validation left out: it is short); NaN when neither is known yet."""
+    if not math.isnan(seconds_per_epoch) and seconds_per_epoch > 0:
+        return seconds_per_epoch
+    if position is not None and position.train_batches and position.train_batches_per_s:
+        return position.train_batches / position.train_batches_per_s
+    return math.nan
+
+
+def seconds_into_epoch(position: InEpochProgress | None, epochs_run: int, now: float) -> float:
+    """Wall-clock seconds spent in the epoch under way (0 when the record is not about it)."""
+    if not is_current(position, epochs_run) or position.stage != "epoch":
+        return 0.0
+    return max(0.0, now - position.epoch_started)
+
+
+def trial_eta(position: InEpochProgress | None, epochs_run: int, stop_epoch: float, seconds_per_epoch: float,
+              now: float) -> float:
+    """Seconds until the trial has trained to `stop_epoch`: the epochs left × seconds per epoch − the time
+    already spent in the one under way (never below the epochs after it), so it counts down between
+    reports. In the end-of-training evaluation, the time left of the split being predicted. NaN when
+    no pace is known yet."""
+    if is_current(position, epochs_run) and position.stage == "final":
+        if position.batches_per_s is None:
+            return math.nan
+        return max(0.0, (position.total - position.done) / position.batches_per_s - (now - position.time))
+    remaining = stop_epoch - epochs_run
+    if not remaining > 0:
+        return 0.0 if remaining <= 0 else math.nan
+    pace = epoch_pace(position if is_current(position, epochs_run) else None, seconds_per_epoch)
+    into = seconds_into_epoch(position, epochs_run, now)
+    return max((remaining - 1) * pace, remaining * pace - into)
+
+
+def epoch_fraction_done(position: InEpochProgress | None, epochs_run: int, pace: float, now: float) -> float:
+    """How much of the epoch under way is behind the trial (0…1), for a study ETA that counts down."""
+    if math.isnan(pace) or pace <= 0:
+        return 0.0
+    return min(1.0, seconds_into_epoch(position, epochs_run, now) / pace)
+
+
+def format_silence(seconds: float) -> str:
+    """How long a trial has been silent: `45s`, `3m10s`, `2h05m`."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
