@@ -22,7 +22,8 @@ import pandas as pd
 
 from . import stats
 from .in_epoch import epoch_pace, is_current, silence_limit, trial_eta
-from .optuna_db import optuna_db_problem
+from .optuna_db import (StorageError, folder_storage_url, hide_password, journal_path, open_storage,
+                        sqlite_path)
 from .reader import (OPTUNA_FILE, DamagedFile, ExperimentError, TrialFiles,
                      check_experiment_folder, read_asha_stopped, read_progress, read_settings, read_trial,
                      trial_folders)
@@ -182,11 +183,22 @@ class Experiment:
         return len(self.trials), len(self.epochs), str(updated), self.skipped_lines
 
     @property
+    def optuna_storage(self) -> str | None:
+        """Where a search keeps Optuna's record: its `--optuna-storage` URL, or the folder's `optuna.db` as a
+        SQLite URL; None when there is none (not a search, or nothing recorded yet)."""
+        if self.kind != "search":
+            return None
+        if self.settings.get("optuna_storage"):
+            return self.settings["optuna_storage"]
+        return folder_storage_url(self.path, OPTUNA_FILE) if (self.path / OPTUNA_FILE).exists() else None
+
+    @property
     def optuna_trials(self) -> pd.DataFrame:
-        """The Optuna study in `optuna.db` (number, state, values, params), empty when there is none."""
+        """The search's Optuna study (number, state, values, params), from `optuna.db` or the database its
+        `--optuna-storage` names; empty when there is none."""
         if self._optuna is None:
-            self._optuna = read_optuna(self.path / OPTUNA_FILE, self.settings.get("name", self.name),
-                                       [m for m, _ in self.objectives])
+            self._optuna = read_optuna(self.settings.get("optuna_storage") or self.path / OPTUNA_FILE,
+                                       self.settings.get("name", self.name), [m for m, _ in self.objectives])
         return self._optuna
 
 
@@ -213,25 +225,30 @@ def _vanished(trial: TrialFiles) -> bool:
     return not (trial.rows or trial.params or trial.failures or trial.damaged) and not os.path.lexists(trial.folder)
 
 
-def read_optuna(path: Path, study_name: str, objectives: list[str]) -> pd.DataFrame:
-    """Optuna's own record of a search, read through its API; empty when absent. A file Optuna cannot use
-    is named for what it is (a directory, not SQLite, damaged, locked), not by Optuna's unrelated error."""
-    if not (path.exists() or path.is_symlink()):
+def read_optuna(where: Path | str, study_name: str, objectives: list[str]) -> pd.DataFrame:
+    """Optuna's own record of a search, read through its API from `where`: the folder's `optuna.db`, or a
+    storage URL (`--optuna-storage`); empty when nothing is recorded yet. A file Optuna cannot use is named
+    for what it is (a directory, not SQLite, damaged, locked), not by Optuna's unrelated error; a database
+    that does not answer is named within a bounded time. Readers never create anything."""
+    if isinstance(where, Path):
+        url, label, file = f"sqlite:///{where}", f"{OPTUNA_FILE}: {where}", where
+    else:
+        url, label, file = where, f"optuna_storage: {hide_password(where)}", journal_path(where) or sqlite_path(where)
+    if file is not None and not (file.exists() or file.is_symlink()):
         return pd.DataFrame()
-    problem = optuna_db_problem(path)
-    if problem:
-        raise ExperimentError(f"{OPTUNA_FILE}: {problem}")
     import optuna
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_table_creation=True)
-        if study_name not in optuna.get_all_study_names(storage):
-            raise ExperimentError(f"{OPTUNA_FILE}: {path} holds no Optuna study named {study_name!r}")
-        frame = optuna.load_study(study_name=study_name, storage=storage).trials_dataframe(
-            attrs=("number", "state", "values", "params"))
+        with open_storage(url, create=False) as storage:
+            if study_name not in optuna.get_all_study_names(storage):
+                raise ExperimentError(f"{label} holds no Optuna study named {study_name!r}")
+            frame = optuna.load_study(study_name=study_name, storage=storage).trials_dataframe(
+                attrs=("number", "state", "values", "params"))
     except ExperimentError:
         raise
+    except StorageError as err:
+        raise ExperimentError(f"{label.split(':')[0]}: {err}") from None
     except Exception as err:  # a foreign database, or one changed while read, must not break the tables
-        raise ExperimentError(f"{OPTUNA_FILE}: {path}: cannot read the Optuna study {study_name!r} ({err})") from None
+        raise ExperimentError(f"{label}: cannot read the Optuna study {study_name!r} "
+                              f"({hide_password(str(err))})") from None
     names = {f"values_{i}": metric for i, metric in enumerate(objectives)} | {"value": objectives[0]}
     return frame.rename(columns=lambda c: names.get(c, c.removeprefix("params_")))

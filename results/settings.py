@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from balpoe.config import UINT32_MAX, Config, ConfigError, config_error
 from search_spaces import SpaceError, get_space, resolve_ranges
 
+from .optuna_db import hide_password, storage_url_problem
+
 SETTINGS_FILE = "study.json"
 STARTED_FILE = ".study-started.json"  # study.json as the study started: a started study cannot change
 DEFAULT_OBJECTIVES = (("val_balanced_acc", "max"),)
@@ -59,6 +61,7 @@ class StudySettings(BaseModel):
     keep_checkpoints: int = 2
     max_failures: int = 2
     min_free_mb: float = 200.0                         # stop cleanly (resumable) below this much free disk
+    optuna_storage: str | None = None                  # Optuna's record elsewhere (searches); None: optuna.db here
     versions: dict[str, Any] = {}
 
     def __init__(self, **values: Any) -> None:
@@ -135,6 +138,11 @@ class StudySettings(BaseModel):
                 raise StudyError(f"--startup-trials: must be >= 1 (got {self.startup_trials})")
         if self.num_samples < 1:
             raise StudyError(f"--num-samples: must be >= 1 (got {self.num_samples})")
+        if self.optuna_storage is not None:
+            problem = storage_url_problem(self.optuna_storage) if self.kind == "search" else \
+                "only searches keep an Optuna record"
+            if problem:
+                raise StudyError(f"--optuna-storage: {problem}")
         self._check_objectives()
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise StudyError(f"--max-concurrent: must be >= 1 (got {self.max_concurrent})")
@@ -246,7 +254,7 @@ def settings_error(err: ValidationError) -> ValueError:
 
 
 def _shown(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    text = hide_password(repr(value))  # an --optuna-storage URL may hold one
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 

@@ -8,6 +8,7 @@ source scripts/venv.sh
 missing=()
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 command -v chromium >/dev/null || missing+=(chromium)   # opens the results page in the dashboard tests
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)   # --optuna-storage tests
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null; then
         echo "installing Debian packages the tests read: ${missing[*]}"

@@ -18,6 +18,7 @@ import ray
 
 from results import load_experiment
 from results.console import progress_text, trials_text
+from results.optuna_db import hide_password
 
 from . import dashboard
 from .cluster import check_schedulable, check_shared_storage, start_ray
@@ -76,8 +77,9 @@ def summarise(settings: StudySettings, exp=None) -> int:
         print(trials_text(exp))
     print(f"\n{progress_text(progress)}")
     name, storage = shlex.quote(settings.name), shlex.quote(settings.storage_path)
+    optuna_record = hide_password(settings.optuna_storage) if settings.optuna_storage else "optuna.db"
     print(f"results: {settings.experiment_dir}  (study.json, trial folders"
-          f"{', optuna.db' if settings.kind == 'search' else ''}); "
+          f"{', Optuna: ' + optuna_record if settings.kind == 'search' else ''}); "
           f"`python -m study.run report {name} --storage-path {storage}` writes tables and figures")
     if not progress["complete"]:
         print(f"the study is not complete; {resume_command(settings)}")

@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--startup-trials", type=int, help="TPE's random trials before it models the results "
                         "(default: a fifth of --num-samples, 2…10)")
     search.add_argument("--no-asha", action="store_true", help="run every trial to the end")
+    search.add_argument("--optuna-storage", metavar="URL",
+                        help="keep Optuna's record in this database instead of optuna.db in the experiment folder: "
+                             "postgresql://USER@HOST:5432/DB, any SQLAlchemy URL, or journal:///PATH for a journal "
+                             "file; one Optuna study per experiment name (see docs/clusters.md)")
     add_study_options(search)
 
     resume = command("resume", "continue an interrupted experiment",

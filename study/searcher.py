@@ -5,6 +5,8 @@ TPE would rank epoch-2 scores with epoch-200 ones; here such a trial is PRUNED, 
 epoch it reached from its per-epoch intermediate values. And it pickles its Optuna storage with the
 absolute path of `optuna.db`, so a resumed copy of an experiment folder wrote into the original; here the
 pickled state holds no path, and the study is opened in the folder the experiment is in now (`open_in`).
+A search given `--optuna-storage URL` keeps its study in that database instead (one Optuna study per
+experiment name; the URL is pickled, as it is written in study.json, so a resumed search reopens it).
 
     searcher = OptunaSearcher(folder, "search-alpha_tau", [("val_balanced_acc", "max")], stop_epoch=200,
                               seed_point={"mixup_alpha": 0.4, "tau_spread": 1.0})
@@ -25,21 +27,41 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform, Quantized, Uniform
 
-from results.optuna_db import optuna_db_problem
-from results.reader import OPTUNA_FILE
+from results.optuna_db import (StorageError, close_storage, folder_storage_url, hide_password, open_storage,
+                               optuna_db_problem, storage_at)
+from results.reader import EXPERIMENT_STATE_GLOB, OPTUNA_FILE, read_settings
 
 from .settings import StudyError
 
 NOT_PICKLED = ("study", "storage", "live", "folder")  # an open database, and where it is
 
 
-def check_optuna_storage(folder: str | Path) -> None:
-    """Before Ray starts: the folder's `optuna.db`, when there is one, is an SQLite database this driver
-    can write. Optuna would answer each of these faults with the same unrelated error."""
-    problem = optuna_db_problem(Path(folder) / OPTUNA_FILE, writing=True)
-    if problem:
-        raise StudyError(f"{OPTUNA_FILE}: {problem}; a search resumes only with its own Optuna record: stop "
-                         f"what holds it, or put back the file from a copy of the experiment folder")
+def check_optuna_storage(folder: str | Path, storage_url: str | None = None, new: bool = False) -> None:
+    """Before Ray starts: Optuna's record can be written. Without `storage_url`, the folder's `optuna.db`
+    (when there is one) is an SQLite database this driver can write: Optuna would answer each fault with
+    the same unrelated error. With one (`--optuna-storage`), the database answers within a bounded time and,
+    since it may hold other experiments' studies, a `new` search's name is not taken there, and a resumed
+    search's study is there."""
+    folder = Path(folder)
+    if storage_url is None:
+        problem = optuna_db_problem(folder / OPTUNA_FILE, writing=True)
+        if problem:
+            raise StudyError(f"{OPTUNA_FILE}: {problem}; a search resumes only with its own Optuna record: stop "
+                             f"what holds it, or put back the file from a copy of the experiment folder")
+        return
+    shown = hide_password(storage_url)
+    name = folder.name if new else read_settings(folder).get("name", folder.name)  # a moved folder keeps it
+    try:
+        with open_storage(storage_url) as storage:
+            names = optuna.get_all_study_names(storage)
+    except StorageError as err:
+        raise StudyError(f"--optuna-storage: {err}") from None
+    if new and name in names:
+        raise StudyError(f"--optuna-storage: {shown} already holds an Optuna study named {name!r} (one per experiment "
+                         f"name, from another storage path?); pick another --name")
+    if not new and name not in names and any(folder.glob(EXPERIMENT_STATE_GLOB)):
+        raise StudyError(f"--optuna-storage: {shown} holds no Optuna study named {name!r}, where this search "
+                         f"recorded its trials; resume needs that database back as it was (or start a new search)")
 
 
 def to_distribution(name: str, domain: Domain) -> BaseDistribution:
@@ -71,7 +93,7 @@ class OptunaSearcher(Searcher):
 
     def __init__(self, folder: str | Path, study_name: str, objectives: list, stop_epoch: int,
                  seed_point: dict | None = None, sampler_seed: int = 0, startup_trials: int = 10,
-                 constant_liar: bool = False):
+                 constant_liar: bool = False, storage_url: str | None = None):
         metrics, modes = [metric for metric, _ in objectives], [mode for _, mode in objectives]
         self.multi_objective = len(objectives) > 1
         super().__init__(metric=metrics if self.multi_objective else metrics[0],
@@ -82,15 +104,18 @@ class OptunaSearcher(Searcher):
                                                   constant_liar=constant_liar)  # pickled: its random state too
         self.distributions: dict[str, BaseDistribution] = {}
         self.trial_numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number; survives a resume
+        self.storage_url = storage_url  # None: optuna.db in the experiment's folder, wherever that is now
         self.open_in(folder)
 
     # --- where the Optuna study lives ------------------------------------------------------------
     def open_in(self, folder: str | Path) -> None:
-        """Open the study in `folder`'s `optuna.db` (created, with the paper's point queued, on first use).
-        A restored searcher is opened where the experiment is now; Optuna trials still RUNNING that no Tune
-        trial knows (asked after Tune's last saved state) are told FAIL, so none stays running forever."""
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.storage = optuna.storages.RDBStorage(f"sqlite:///{Path(folder).resolve() / OPTUNA_FILE}")
+        """Open the study in `folder`'s `optuna.db`, or in the search's `--optuna-storage` (created, with the
+        paper's point queued, on first use). A restored searcher is opened where the experiment is now; Optuna
+        trials still RUNNING that no Tune trial knows (asked after Tune's last saved state) are told FAIL, so
+        none stays running forever."""
+        if getattr(self, "storage", None) is not None:
+            close_storage(self.storage)
+        self.storage = storage_at(self.storage_url or folder_storage_url(folder, OPTUNA_FILE))
         self.study = optuna.create_study(
             storage=self.storage, sampler=self.sampler, pruner=optuna.pruners.NopPruner(),
             study_name=self.study_name, load_if_exists=True,

@@ -16,6 +16,7 @@ from balpoe.cli import recipe_overrides
 from balpoe.config import Config, load_file
 from balpoe.files import writable_folder_problem
 from balpoe.provenance import provenance
+from results.optuna_db import hide_password, resolved_storage_url
 from results.settings import (SETTINGS_FILE, StudyError, StudySettings, default_grace_period,
                               default_startup_trials, is_uri)
 from search_spaces import get_space, resolve_ranges
@@ -93,7 +94,8 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
             num_samples=args.num_samples, objectives=tuple(map(tuple, args.objectives)),
             sampler_seed=args.sampler_seed, asha=not args.no_asha, reduction_factor=args.reduction_factor,
             startup_trials=args.startup_trials if args.startup_trials is not None
-            else default_startup_trials(args.num_samples))
+            else default_startup_trials(args.num_samples),
+            optuna_storage=None if args.optuna_storage is None else resolved_storage_url(args.optuna_storage))
         if args.grace_period is not None:
             values["grace_period"] = args.grace_period
     settings = StudySettings(**values)
@@ -167,4 +169,4 @@ def versions() -> dict:
     import optuna
     import ray
     return {**provenance(), "ray": ray.__version__, "optuna": optuna.__version__,
-            "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
+            "command": hide_password(" ".join([os.path.basename(sys.executable), *sys.argv]))}

@@ -72,7 +72,7 @@ def searcher(settings: StudySettings) -> OptunaSearcher:
     return OptunaSearcher(settings.experiment_dir, settings.name, settings.objectives, settings.stop_epoch,
                           seed_point=paper_point(get_space(settings.space), settings.ranges),
                           sampler_seed=settings.sampler_seed, startup_trials=settings.startup_trials,
-                          constant_liar=several_at_once)
+                          constant_liar=several_at_once, storage_url=settings.optuna_storage)
 
 
 def build_tuner(settings: StudySettings, callbacks=None, trainable=None) -> tune.Tuner:

@@ -1,0 +1,274 @@
+"""`--optuna-storage`: Optuna's record of a search in a database of its own (a real PostgreSQL server started
+here, as the `postgres` user on a private port and socket folder) or a journal file; every bad URL named
+before Ray starts, within a bounded time, and no password in anything printed."""
+from __future__ import annotations
+
+import glob
+import html
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray import tune
+
+from conftest import SMOKE
+from results import load_experiment
+from results.app import ResultsSite
+from results.experiment import read_optuna
+from results.optuna_db import CONNECT_TIMEOUT_S, hide_password
+from results.reader import ExperimentError, read_trial, trial_folders
+from study.run import main
+from study.searcher import OptunaSearcher
+
+PASSWORD = "s3cret-pw"
+SPACE = {"mixup_alpha": tune.uniform(0.0, 1.0), "tau_spread": tune.uniform(0.0, 4.0)}
+
+
+# --- a PostgreSQL server of our own -------------------------------------------------------------------
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL keeps its programs out of PATH, under /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which("initdb")
+    candidates = [found] if found else sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(candidates[-1]).resolve().parent if candidates else None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Postgres:
+    port: int
+
+    def url(self, database: str = "studies", password: str = PASSWORD, port: int | None = None) -> str:
+        return f"postgresql://postgres:{password}@127.0.0.1:{port or self.port}/{database}"
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server with password authentication and a database `studies`; stopped at the end.
+    `initdb` refuses root, so as root the server runs as the `postgres` user in a folder it owns."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's programs are not installed (Debian: apt-get install postgresql)")
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="balpoe-pg-"))
+    (root / "password").write_text(PASSWORD + "\n")
+    if as_postgres:
+        shutil.chown(root, "postgres"), shutil.chown(root / "password", "postgres")
+    port = free_port()
+    data, log = root / "data", root / "server.log"
+    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
+                    "--auth=scram-sha-256", f"--pwfile={root / 'password'}"], check=True, capture_output=True)
+    ctl = [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data)]
+    subprocess.run([*ctl, "-l", str(log), "-w", "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+                    "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "studies"],
+                       check=True, capture_output=True, env={**os.environ, "PGPASSWORD": PASSWORD})
+        yield Postgres(port)
+    finally:
+        subprocess.run([*ctl, "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_ray_left():
+    yield
+    import ray
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+# --- bad URLs: one line naming the option, exit 2, before Ray -------------------------------------------
+def refused(argv: list[str], storage: Path, capsys) -> str:
+    import ray
+    code = main(["search", *SMOKE, "--num-samples", "2", *argv, "--storage-path", str(storage)])
+    err = "\n".join(line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: port"))
+    assert code == 2, err
+    assert err.startswith("error: --optuna-storage: ") and "\n" not in err and "Traceback" not in err
+    assert PASSWORD not in err and not ray.is_initialized()
+    assert [p.name for p in storage.rglob("*") if p.is_file()] in ([], [".study.lock"])  # nothing left behind
+    return err
+
+
+@pytest.mark.parametrize("url, message", [
+    ("not-a-url", "'not-a-url' is no storage URL; give a database URL such as postgresql://"),
+    ("s3://bucket/optuna", "s3:// is no Optuna storage this toolkit opens"),
+    ("sqlite://", "keeps the study in memory"),
+    ("journal://", "journal:// needs a file"),
+    ("journal:///nonexistent-folder/optuna.log", "the folder /nonexistent-folder of journal:///nonexistent-folder/"
+                                                 "optuna.log does not exist; create it first"),
+    ("sqlite:////nonexistent-folder/optuna.db", "the folder /nonexistent-folder of sqlite:////nonexistent-folder"),
+    ("nosuchdb://u:" + PASSWORD + "@host/db", "cannot open nosuchdb://u:***@host/db (Can't load plugin"),
+])
+def test_a_malformed_or_impossible_url_is_named(url, message, tmp_path, capsys):
+    assert message in refused(["--optuna-storage", url], tmp_path, capsys)
+
+
+def test_a_journal_file_that_is_no_journal_is_named(tmp_path, capsys):
+    notes = tmp_path / "notes.log"
+    notes.write_text("my notes, not Optuna's\n")
+    err = refused(["--optuna-storage", f"journal://{notes}"], tmp_path / "runs", capsys)
+    assert err.endswith(f"{notes} is not an Optuna journal file (its first line is not JSON: b'my notes, not Optuna'); "
+                        f"name a new file or Optuna's own")
+    assert notes.read_text() == "my notes, not Optuna's\n"
+
+
+def test_a_missing_driver_is_named_with_the_extra_that_installs_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now fails, as where it is not installed
+    err = refused(["--optuna-storage", f"postgresql://me:{PASSWORD}@127.0.0.1:1/db"], tmp_path, capsys)
+    assert "needs the Python package psycopg, which is not installed here; pip install 'balpoe-study[postgres]'" in err
+
+
+def test_a_port_where_nothing_listens_is_named(tmp_path, capsys):
+    port = free_port()
+    err = refused(["--optuna-storage", f"postgresql://me:{PASSWORD}@127.0.0.1:{port}/db"], tmp_path, capsys)
+    assert f"cannot open postgresql://me:***@127.0.0.1:{port}/db (connection to server at \"127.0.0.1\", port " \
+           f"{port} failed: Connection refused)" in err
+
+
+def test_a_server_that_never_answers_is_given_up_on_within_the_timeout(tmp_path, capsys):
+    with socket.socket() as silent:  # the kernel accepts the connection; nothing ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        err = refused(["--optuna-storage", f"postgresql://me@127.0.0.1:{silent.getsockname()[1]}/db"], tmp_path, capsys)
+    assert f"(no answer within {CONNECT_TIMEOUT_S} s)" in err
+    assert time.monotonic() - started < 3 * CONNECT_TIMEOUT_S
+
+
+def test_a_wrong_password_and_a_missing_database_are_named(postgres, tmp_path, capsys):
+    err = refused(["--optuna-storage", postgres.url(password="wrong-pw")], tmp_path, capsys)
+    assert 'password authentication failed for user "postgres"' in err and "wrong-pw" not in err
+    err = refused(["--optuna-storage", postgres.url(database="nope")], tmp_path, capsys)
+    assert f"cannot open postgresql://postgres:***@127.0.0.1:{postgres.port}/nope (" in err
+    assert 'database "nope" does not exist' in err
+
+
+def test_a_name_already_in_the_shared_database_is_refused(postgres, tmp_path, capsys):
+    optuna.create_study(study_name="taken", storage=postgres.url())
+    err = refused(["--name", "taken", "--optuna-storage", postgres.url()], tmp_path, capsys)
+    assert (f"--optuna-storage: postgresql://postgres:***@127.0.0.1:{postgres.port}/studies already holds an "
+            f"Optuna study named 'taken'") in err
+
+
+def test_passwords_are_hidden_wherever_they_appear():
+    assert hide_password("postgresql://me:p@ss:w@db.lab:5432/x") == "postgresql://me:***@db.lab:5432/x"
+    assert hide_password("x --optuna-storage mysql+pymysql://a:b@h/d y") == "x --optuna-storage mysql+pymysql://a:***@h/d y"
+    assert hide_password("postgresql://me@h/d?sslmode=require&password=pw") == \
+        "postgresql://me@h/d?sslmode=require&password=***"
+    assert hide_password("postgresql://me@h/d and journal:///a/b.log") == "postgresql://me@h/d and journal:///a/b.log"
+
+
+# --- the searcher and the readers on a storage of their own ------------------------------------------
+def searcher_on(folder: Path, url: str, name: str = "shared-study") -> OptunaSearcher:
+    searcher = OptunaSearcher(folder, name, [("val_balanced_acc", "max")], stop_epoch=3, startup_trials=2,
+                              storage_url=url)
+    assert searcher.set_search_properties(None, None, SPACE)
+    return searcher
+
+
+def run_trial(searcher: OptunaSearcher, trial_id: str, values: list[float]) -> dict:
+    config = searcher.suggest(trial_id)
+    for epoch, value in enumerate(values[:-1], 1):
+        searcher.on_trial_result(trial_id, {"epoch": epoch, "val_balanced_acc": value})
+    searcher.on_trial_complete(trial_id, {"epoch": len(values), "val_balanced_acc": values[-1]})
+    return config
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgresql"])
+def test_a_restored_searcher_reopens_its_storage_and_the_readers_find_it(kind, tmp_path, request):
+    url = f"journal://{tmp_path / 'optuna.log'}" if kind == "journal" else request.getfixturevalue("postgres").url()
+    name = f"shared-study-{kind}"
+    searcher = searcher_on(tmp_path, url, name)
+    finished = run_trial(searcher, "a", [0.2, 0.3, 0.4])
+    searcher.suggest("b")
+    searcher.on_trial_result("b", {"epoch": 1, "val_balanced_acc": 0.1})
+    searcher.save(str(tmp_path / "state.pkl"))
+
+    restored = OptunaSearcher.__new__(OptunaSearcher)  # as Tune does: a blank searcher, then its saved state
+    restored.restore(str(tmp_path / "state.pkl"))
+    restored.open_in(tmp_path / "moved")  # the folder does not matter: the study is in the storage
+    restored.on_trial_complete("b", {"epoch": 2, "val_balanced_acc": 0.15})  # ASHA stopped it at epoch 2 of 3
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "moved").exists()
+
+    table = read_optuna(url, name, ["val_balanced_acc"])
+    assert table[["number", "state", "val_balanced_acc"]].values.tolist() == [[0, "COMPLETE", 0.4], [1, "PRUNED", 0.15]]
+    assert {k: table.loc[0, k] for k in finished} == finished
+    with pytest.raises(ExperimentError, match="holds no Optuna study named 'other'"):
+        read_optuna(url, "other", ["val_balanced_acc"])
+
+
+def test_a_reader_creates_nothing_and_names_a_database_that_does_not_answer(tmp_path):
+    assert read_optuna(f"journal://{tmp_path / 'later.log'}", "s", ["val_acc"]).empty  # not recorded yet
+    assert not (tmp_path / "later.log").exists()
+    with pytest.raises(ExperimentError, match=r"^optuna_storage: cannot open postgresql://me:\*\*\*@127\.0\.0\.1:"):
+        read_optuna(f"postgresql://me:{PASSWORD}@127.0.0.1:{free_port()}/db", "s", ["val_acc"])
+
+
+# --- a real search on PostgreSQL ------------------------------------------------------------------------
+@pytest.mark.ray
+def test_a_search_on_postgresql_records_every_trial_there_and_results_read_it(postgres, tmp_path, capsys,
+                                                                              monkeypatch):
+    url = postgres.url()
+    argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
+            "--grace-period", "1", "--name", "pg-search", "--optuna-storage", url, "--storage-path", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", ["study.run", *argv])  # the command study.json records
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    experiment = tmp_path / "pg-search"
+    shown = f"postgresql://postgres:***@127.0.0.1:{postgres.port}/studies"
+    assert f"Optuna: {shown}" in out and PASSWORD not in out + err
+    assert not (experiment / "optuna.db").exists()
+    settings = json.loads((experiment / "study.json").read_text())
+    assert settings["optuna_storage"] == url  # resume reopens it
+    assert PASSWORD not in settings["versions"]["command"] and shown in settings["versions"]["command"]
+
+    # every Tune trial is an Optuna trial in PostgreSQL, told as what it was: ASHA's stops PRUNED
+    study = optuna.load_study(study_name="pg-search", storage=url)
+    stopped = set(json.loads((experiment / "asha_stopped.json").read_text()))
+    rows = {folder.name.removeprefix("trial_"): read_trial(folder).rows for folder in trial_folders(experiment)}
+    assert len(study.trials) == len(rows) == 4 and stopped and len(stopped) < 4
+    by_params = {(t.params["mixup_alpha"], t.params["tau_spread"]): t for t in study.trials}
+    for trial_id, trial_rows in rows.items():
+        config = trial_rows[0]["config"]
+        recorded = by_params[(config["mixup_alpha"], config["tau_spread"])]
+        if trial_id in stopped:
+            assert recorded.state == TrialState.PRUNED
+            assert recorded.intermediate_values == {1: trial_rows[0]["val_balanced_acc"]}
+        else:
+            assert recorded.state == TrialState.COMPLETE and recorded.value == trial_rows[-1]["val_balanced_acc"]
+
+    # results read it back from the database: the tables, the report, the live page's command
+    exp = load_experiment(experiment)
+    assert exp.optuna_storage == url
+    table = exp.optuna_trials
+    assert sorted(table["state"]) == sorted("PRUNED" if t in stopped else "COMPLETE" for t in rows)
+    assert main(["report", "pg-search", "--storage-path", str(tmp_path)]) == 0
+    report = experiment / "report"
+    assert len((report / "tables" / "optuna_trials.csv").read_text().splitlines()) == 5
+    page = html.unescape((report / "index.html").read_text())
+    assert f"Optuna's record ({shown})" in page and PASSWORD not in page
+    site = ResultsSite(tmp_path)
+    site.snapshot("pg-search")
+    live = html.unescape(site.experiment_html("pg-search"))
+    assert f"optuna-dashboard '{shown}'" in live and PASSWORD not in live
+
+    # a finished search resumes as complete, with its database checked first
+    capsys.readouterr()
+    assert main(["resume", "pg-search", "--storage-path", str(tmp_path)]) == 0
+    assert "already complete; nothing to resume" in capsys.readouterr().out
