@@ -15,8 +15,9 @@ Lifecycle
 `on_epoch_end(trainer, metrics)` and `on_fit_end(trainer, metrics)`; the metrics are one flat dict per
 epoch (see `fit`). Within an epoch, optional `on_batch_end(trainer, phase, done, total)` is called after
 each batch, with counts in batches: phase "train" from `train_epoch(callbacks)`, the split's name from
-`predict(split, callbacks)`; during `fit(callbacks)` both use fit's callbacks (validation and final
-metrics included); `progress.BatchProgress` shows it. The trainer writes no files:
+`predict(split, callbacks)`; `run_epoch(callbacks)` and `final_metrics(callbacks)` pass theirs to every
+phase they run (a caller with its own loop, like the Tune trainable); during `fit(callbacks)` all of them
+use fit's callbacks (validation and final metrics included); `progress.BatchProgress` shows it. The trainer writes no files:
 `checkpoint.RunFolder` and the Tune trainable are callbacks that decide where results go.
 
 Precision (`config.precision`): with bf16 the model's forward pass runs under `torch.autocast` (bf16
@@ -205,9 +206,10 @@ class Trainer:
                 hook(self, split_name, done, total)
         return torch.cat(logits).cpu(), split.labels.cpu()
 
-    def evaluate(self, split_name: str) -> dict[str, float]:
-        """The ensemble's metrics and the per-expert diagnostics of a split, prefixed with its name."""
-        return self.split_metrics(split_name, *self.predict(split_name))
+    def evaluate(self, split_name: str, callbacks=None) -> dict[str, float]:
+        """The ensemble's metrics and the per-expert diagnostics of a split, prefixed with its name
+        (`callbacks` as in `predict`)."""
+        return self.split_metrics(split_name, *self.predict(split_name, callbacks))
 
     def split_metrics(self, split_name: str, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         metrics = classification_metrics(logits, labels, self.data.class_counts)
@@ -215,33 +217,36 @@ class Trainer:
         return {f"{split_name}_{k}": v for k, v in metrics.items()}
 
     # --- the loop -------------------------------------------------------------------------------
-    def run_epoch(self) -> dict[str, float]:
+    def run_epoch(self, callbacks=None) -> dict[str, float]:
         """Train one epoch, validate, track the best model. Keys: epoch, lr, train_loss,
         train_loss_expert{e}, train_acc, train_images_per_s, val_* (acc, balanced_acc,
         many/medium/few_acc, nll, brier, ece, mce, expert{e}_acc, and the per-expert diagnostics of
-        `metrics.expert_metrics`), best_val_balanced_acc, epoch_seconds."""
+        `metrics.expert_metrics`), best_val_balanced_acc, epoch_seconds. `callbacks` get every batch of
+        every phase (default None: those of the `fit` under way, if any)."""
         start = time.perf_counter()
-        metrics = self.train_epoch()
-        metrics.update(self.evaluate("val"))
+        metrics = self.train_epoch(callbacks)
+        metrics.update(self.evaluate("val", callbacks))
         if metrics[MONITOR] > self.best_metric:
             self.best_metric, self.best_epoch = metrics[MONITOR], self.epoch
         metrics["best_" + MONITOR] = self.best_metric
         every = self.config.eval_shift_every
         if every and self.epoch % every == 0 and not self.finished:  # the last epoch gets them in final_metrics
-            metrics.update(shift_metrics(*self.predict("test_full"), self.data.class_counts))
+            metrics.update(shift_metrics(*self.predict("test_full", callbacks), self.data.class_counts))
         metrics["epoch_seconds"] = time.perf_counter() - start
         return metrics
 
-    def final_metrics(self) -> dict[str, float]:
+    def final_metrics(self, callbacks=None) -> dict[str, float]:
         """test_* on the reported test split, test_full_* on the whole test set (paper protocol), and
         shift_* — the test-agnostic protocol — from the same pass of logits over the whole test set;
         per-expert diagnostics on both; ECE after temperature scaling fitted on validation
-        (`temperature`, `*_ece_after_ts`), a comparison only: the reported metrics are the model's."""
+        (`temperature`, `*_ece_after_ts`), a comparison only: the reported metrics are the model's.
+        `callbacks` get every batch of the val, test and test_full passes (default None: those of the
+        `fit` under way, if any)."""
         final = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_" + MONITOR: self.best_metric}
-        temperature = fit_temperature(*self.predict("val"))
+        temperature = fit_temperature(*self.predict("val", callbacks))
         final["temperature"] = temperature
         for split in ("test", "test_full"):
-            logits, labels = self.predict(split)
+            logits, labels = self.predict(split, callbacks)
             final.update(self.split_metrics(split, logits, labels))
             final[f"{split}_ece_after_ts"] = scores(logits.float().mean(dim=1) / temperature, labels,
                                                     self.data.class_counts)["ece"]

@@ -1,12 +1,19 @@
 """A compact live view of a study (instead of Tune's wall of text): one status line and one line per
 running trial, at most every `interval` seconds, with an ETA.
 
-The ETA is the epochs still expected — each unfinished trial to its stop epoch, weighted by the chance
-of surviving each ASHA rung ahead of it (1 / reduction factor per rung), plus the trials not started —
-times the measured seconds per epoch (median of the last reports), shared among the running trials.
-Until an epoch has been timed it says "estimating"."""
+Each running trial's line shows the epoch under way and where the trial is inside it, from the
+`progress.json` it keeps in its folder (`results.in_epoch`), e.g.
+`epoch 3/200  train 45/85 batches  412 img/s  eta 01:23  val_balanced_acc best 0.4123`, or
+`stalled 3m10s` instead of the ETA when it has not moved for much longer than its pace.
+
+The study ETA is the epochs still expected — each unfinished trial to its stop epoch, weighted by the
+chance of surviving each ASHA rung ahead of it (1 / reduction factor per rung), less the part of the
+current epoch each running trial has behind it, plus the trials not started — times the seconds per
+epoch (median of the last reports; before the first, estimated from the running trials' in-epoch rate),
+shared among the running trials: it counts down between reports. With neither it says "estimating"."""
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
@@ -15,9 +22,13 @@ from collections import deque
 from ray.tune import Callback
 
 from balpoe.progress import format_duration
+from results.in_epoch import (InEpochProgress, epoch_fraction_done, epoch_pace, format_silence, is_current,
+                              silence_limit, trial_eta)
+from results.reader import read_progress
 from results.stats import asha_rungs
 
 TIMED_EPOCHS = 20  # recent epoch durations the ETA's pace is the median of
+TRIAL_EPOCHS = 5   # a trial's own recent epoch durations its ETA's pace is the median of
 
 
 class CompactProgress(Callback):
@@ -62,16 +73,26 @@ class CompactProgress(Callback):
         if trial.trial_id not in self.trials:
             last = trial.last_result or {}
             self.trials[trial.trial_id] = {"epoch": last.get("epoch", 0), "best": last.get(self.metric)}
-        return self.trials[trial.trial_id]
+        state = self.trials[trial.trial_id]
+        state.setdefault("seconds", deque(maxlen=TRIAL_EPOCHS))  # (absent from a view pickled before)
+        state.setdefault("heard_at", 0.0)  # time.time() of its last start or report
+        return state
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         state = self._state(trial)
         if result.get("epoch", 0) > state["epoch"] and result.get("time_this_iter_s"):
             self.epoch_seconds.append(float(result["time_this_iter_s"]))
+            state["seconds"].append(float(result["time_this_iter_s"]))
         state["epoch"] = result.get("epoch", state["epoch"])
+        state["heard_at"] = time.time()
         value = result.get(self.metric)
         if value is not None and (state["best"] is None or self._better(value, state["best"])):
             state["best"] = value
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        """A (re)started trial is not stalled while it loads: a progress file left by an earlier run of it
+        is older than this."""
+        self._state(trial)["heard_at"] = time.time()
 
     def on_trial_error(self, iteration, trials, trial, **info):
         retry = (f"it restarts from its last checkpoint while retries remain (--max-failures {self.max_failures})"
@@ -87,7 +108,19 @@ class CompactProgress(Callback):
     def on_experiment_end(self, trials, **info):
         self.print_status(trials)
 
-    def print_status(self, trials) -> None:
+    def positions(self, trials) -> dict[str, InEpochProgress]:
+        """The in-epoch position of each running trial that has one, read from its folder now."""
+        found = {}
+        for trial in trials:
+            folder = getattr(trial, "path", None)
+            position = read_progress(folder) if trial.status == "RUNNING" and folder else None
+            if position is not None:
+                found[trial.trial_id] = position
+        return found
+
+    def print_status(self, trials, now: float | None = None) -> None:
+        """`now`: wall-clock seconds (time.time()), the clock the trials' progress files keep."""
+        now = time.time() if now is None else now
         counts: dict[str, int] = {}
         for trial in trials:
             counts[trial.status] = counts.get(trial.status, 0) + 1
@@ -96,7 +129,8 @@ class CompactProgress(Callback):
         bests = [(s["best"], tid) for tid, s in self.trials.items() if s["best"] is not None]
         best = (max if self.mode == "max" else min)(bests) if bests else None
         elapsed = time.monotonic() - self.started
-        eta = self.eta(trials)
+        positions = self.positions(trials)
+        eta = self.eta(trials, positions, now)
         eta = format_duration(eta) if eta is not None else "estimating"
         status = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
         best_text = f"best {self.metric} {best[0]:.4f} ({best[1]})" if best else "no results yet"
@@ -104,17 +138,50 @@ class CompactProgress(Callback):
                     f"ETA {eta}")
         for trial in trials:
             if trial.status == "RUNNING":
-                state = self._state(trial)
-                best_value = f"{state['best']:.4f}" if state["best"] is not None else "-"
-                self._print(f"    {trial.trial_id}  epoch {state['epoch']:>4}/{self.planned}  "
-                            f"{self.metric} best {best_value}")
+                self._print(f"    {trial.trial_id}  {self.trial_line(trial, positions.get(trial.trial_id), now)}")
 
-    def eta(self, trials) -> float | None:
-        """Seconds until the study is expected to end; None until an epoch has been timed."""
-        if not self.epoch_seconds:
+    def trial_line(self, trial, position: InEpochProgress | None, now: float) -> str:
+        """`epoch 3/200  train 45/85 batches  412 img/s  eta 01:23  <metric> best 0.4123`: the epoch under
+        way (the reported ones + 1), its position, and the trial's ETA to its stop epoch (or how long it
+        has been silent when it stalled)."""
+        state = self._state(trial)
+        reported = state["epoch"]
+        best_value = f"{state['best']:.4f}" if state["best"] is not None else "-"
+        parts = [f"epoch {min(reported + 1, self.planned):>4}/{self.planned}"]
+        if is_current(position, reported):
+            phase = f"final {position.phase}" if position.stage == "final" else position.phase
+            parts.append(f"{phase} {position.done}/{position.total} batches")
+            if position.images_per_s is not None:
+                parts.append(f"{position.images_per_s:.0f} img/s")
+        silent = now - max(position.time, state["heard_at"]) if position is not None else 0.0
+        if position is not None and silent > silence_limit(position):
+            parts.append(f"stalled {format_silence(silent)}")
+        else:
+            measured = state["seconds"] or self.epoch_seconds
+            eta = trial_eta(position, reported, self.planned,
+                            statistics.median(measured) if measured else math.nan, now)
+            if not math.isnan(eta):
+                parts.append(f"eta {format_duration(eta)}")
+        parts.append(f"{self.metric} best {best_value}")
+        return "  ".join(parts)
+
+    def eta(self, trials, positions: dict[str, InEpochProgress] | None = None,
+            now: float | None = None) -> float | None:
+        """Seconds until the study is expected to end; None until a pace is known (an epoch timed, or a
+        running trial's in-epoch rate). `positions` as from `positions(trials)` (read when not given)."""
+        now = time.time() if now is None else now
+        positions = self.positions(trials) if positions is None else positions
+        pace = statistics.median(self.epoch_seconds) if self.epoch_seconds else math.nan
+        if math.isnan(pace):
+            estimates = [epoch_pace(p, math.nan) for p in positions.values()]
+            estimates = [e for e in estimates if not math.isnan(e)]
+            pace = statistics.median(estimates) if estimates else math.nan
+        if math.isnan(pace):
             return None
         unfinished = [t for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED")]
         epochs = sum(self.expected_remaining(self._state(t)["epoch"]) for t in unfinished)
+        epochs -= sum(epoch_fraction_done(positions.get(t.trial_id), self._state(t)["epoch"], pace, now)
+                      for t in unfinished if t.status == "RUNNING")
         epochs += max(0, self.expected - len(trials)) * self.expected_remaining(0)
         running = max(1, sum(t.status == "RUNNING" for t in trials))
-        return epochs * statistics.median(self.epoch_seconds) / running
+        return max(0.0, epochs) * pace / running

@@ -5,7 +5,8 @@ Trial config keys: `base` (a balpoe config dict, already validated by the driver
 `threads`, `stop_epoch` (`--max-t`: end there, on the recipe's schedule, with the end-of-training
 evaluation). Reporting and checkpoints use only the `ray.tune` API: inside Tune function
 trainables `ray.train.report`/`get_checkpoint` raise. Each report says where the trial ran (device, GPU
-ids, Ray node id; Tune adds the host name).
+ids, Ray node id; Tune adds the host name). Between reports (one per epoch: ASHA decides on epochs) the
+trial keeps its position inside the epoch in `progress.json` in its folder (`trial_progress.py`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from balpoe.trainer import Trainer
 from results.context import TrialContext
 from search_spaces import resolve_trial_config
 
+from .trial_progress import ProgressFile
+
 STATE_FILE = "trainer_state.pth"
 
 
@@ -32,8 +35,29 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def trial_epochs(trainer: Trainer, stop: int, progress: ProgressFile | None = None, on_epoch_end=None):
+    """The trainable's loop without Tune: yields `(metrics, last)` for each epoch up to `stop`, the last
+    one with the end-of-training metrics. `progress` (when given) sees every batch of every phase;
+    `on_epoch_end(metrics)` runs after each epoch, before the final metrics."""
+    callbacks = [progress] if progress else []
+    while trainer.epoch < stop:
+        if progress:
+            progress.begin_epoch(trainer.epoch + 1, len(trainer.loader))
+        metrics = trainer.run_epoch(callbacks)
+        if on_epoch_end:
+            on_epoch_end(metrics)
+        last = trainer.epoch >= stop
+        if last:
+            if progress:
+                progress.begin_final()
+            metrics.update(trainer.final_metrics(callbacks))
+        yield metrics, last
+
+
 def train_balpoe(trial_config: dict, on_epoch_end=None) -> None:
-    """`on_epoch_end(metrics)` runs after each epoch, before its report (tests inject faults with it)."""
+    """`on_epoch_end(metrics)` runs after each epoch, before its report (tests inject faults with it).
+    The trial's folder comes from Tune's storage context (`trial_fs_path`: on the storage path, which
+    every node of a cluster shares)."""
     torch.set_num_threads(max(1, int(trial_config.get("threads", 1))))
     config = resolve_trial_config(trial_config)
     trainer = Trainer(config)
@@ -46,13 +70,8 @@ def train_balpoe(trial_config: dict, on_epoch_end=None) -> None:
     context = TrialContext.of(config, stop, device=str(trainer.device),
                               gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                               node_id=ray.get_runtime_context().get_node_id()).row()
-    while trainer.epoch < stop:
-        metrics = trainer.run_epoch()
-        if on_epoch_end:
-            on_epoch_end(metrics)
-        last = trainer.epoch >= stop
-        if last:
-            metrics.update(trainer.final_metrics())
+    progress = ProgressFile(tune.get_context().get_storage().trial_fs_path, stop)
+    for metrics, last in trial_epochs(trainer, stop, progress, on_epoch_end):
         metrics.update(context, peak_memory_mb=peak_memory_mb(trainer.device))
         if metrics["epoch"] % every == 0 or last:
             with tempfile.TemporaryDirectory() as folder:

@@ -250,7 +250,7 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, c
     for line in driver.stdout:  # interrupt once one trial finished and the other is into its first epoch
         seen.append(line)
         one_done = "1 running, 1 terminated" in line or (one_done and line.startswith("    "))
-        if one_done and "epoch    1/2" in line:
+        if one_done and "epoch    2/2" in line:  # the epoch under way: the first one is reported
             break
     else:
         pytest.fail("the study ended before the interrupt point:\n" + "".join(seen))
@@ -284,7 +284,7 @@ def test_a_second_ctrl_c_while_tune_stops_ends_quietly_with_the_resume_command(t
     watchdog = threading.Timer(300, driver.kill)
     watchdog.start()
     for line in driver.stdout:  # interrupt once the trial is training
-        if "epoch    1/100" in line:
+        if "epoch    2/100" in line:  # the epoch under way: the first one is reported
             break
     driver.send_signal(signal.SIGINT)
     time.sleep(0.5)  # two signals at once would be delivered as one

@@ -97,5 +97,5 @@ def test_a_resumed_study_shows_each_trial_where_tune_last_saw_it():
     progress = CompactProgress(fake_settings(), stream=stream)
     trial = SimpleNamespace(trial_id="a", status="RUNNING", last_result={"epoch": 3, "val_balanced_acc": 0.5})
     progress.print_status([trial])
-    assert "epoch    3/4" in stream.getvalue() and "best 0.5000" in stream.getvalue()
+    assert "epoch    4/4" in stream.getvalue() and "best 0.5000" in stream.getvalue()  # the epoch under way
     assert "no results yet" not in stream.getvalue()

@@ -1,0 +1,95 @@
+"""The trial's side of the in-epoch progress channel: a trainer callback that keeps `progress.json`
+(the record `results.in_epoch` describes) in the trial's folder on the storage path, where the driver's
+progress view and the live page read it — on a cluster too, since every node sees the storage path.
+
+A Tune report per batch would change what ASHA decides on and fill the result files; this writes a
+file instead. Per batch it costs a monotonic clock read and a comparison; the record is written at most
+every `interval` seconds, and at each phase change (the start of an epoch, a phase's first and last
+batch), to a temporary file then moved into place, so a reader never sees half a record. A failed
+write (a full disk, a folder gone) never stops training: it is said once on stderr and tried again at
+the next one due.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from balpoe import trainer as trainer_module
+from balpoe.files import atomic_write
+from results.in_epoch import InEpochProgress
+from results.reader import PROGRESS_FILE
+
+WRITE_INTERVAL_S = 2.0
+
+
+class ProgressFile:
+    """`on_batch_end(trainer, phase, done, total)` for `Trainer.run_epoch` / `final_metrics`; the loop
+    around them calls `begin_epoch` before each epoch and `begin_final` before the final evaluation."""
+
+    def __init__(self, folder: str | Path, epochs: int, interval: float = WRITE_INTERVAL_S,
+                 clock=time.monotonic, wall=time.time):
+        self.path = Path(folder) / PROGRESS_FILE
+        self.epochs, self.interval, self.clock, self.wall = epochs, interval, clock, wall
+        self.due = 0.0                      # clock time of the next write when nothing else calls for one
+        self.epoch, self.stage, self.epoch_started = 1, "epoch", wall()
+        self.phase_start: tuple[str, float, int] | None = None  # phase, clock time and batches when it began
+        self.train_batches: int | None = None
+        self.train_rate: float | None = None
+        self.writes = 0
+        self.failed = False
+
+    def begin_epoch(self, epoch: int, train_batches: int) -> None:
+        """Epoch `epoch` (from 1) starts: written at once, so the reader's clock for it starts now."""
+        self.epoch, self.stage, self.epoch_started = epoch, "epoch", self.wall()
+        self.train_batches, self.train_rate = train_batches, None
+        self.phase_start = ("train", self.clock(), 0)
+        self._write(None, "train", 0, train_batches, self.phase_start[1])
+
+    def begin_final(self) -> None:
+        """The end-of-training evaluation of the last epoch starts (its first batch writes)."""
+        self.stage = "final"
+
+    def on_batch_end(self, trainer, phase: str, done: int, total: int) -> None:
+        now = self.clock()
+        if now < self.due and 1 < done < total:
+            return
+        self._write(trainer, phase, done, total, now)
+
+    def _write(self, trainer, phase: str, done: int, total: int, now: float) -> None:
+        if self.phase_start is None or self.phase_start[0] != phase or done == 1:
+            self.phase_start = (phase, now, done)
+        _, started, started_done = self.phase_start
+        elapsed = now - started
+        rate = (done - started_done) / elapsed if done > started_done and elapsed > 0 else None
+        images = _images_per_s(trainer, phase, started_done, done, elapsed) if rate else None
+        if phase == "train" and self.stage == "epoch" and rate:
+            self.train_batches, self.train_rate = total, rate
+        try:
+            record = InEpochProgress(
+                epoch=self.epoch, epochs=self.epochs, stage=self.stage, phase=phase, done=done, total=total,
+                images_per_s=images, batches_per_s=rate, train_batches=self.train_batches,
+                train_batches_per_s=self.train_rate, epoch_started=self.epoch_started, time=self.wall(),
+                interval_s=self.interval)
+            if not self.writes:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, lambda tmp: tmp.write_text(record.model_dump_json()))
+            self.writes += 1
+        except (OSError, ValueError) as err:  # the record is a live hint: training goes on without it
+            if not self.failed:
+                print(f"warning: progress.json: cannot write {self.path} ({err}); training goes on, "
+                      f"its in-epoch progress is not shown", file=sys.stderr, flush=True)
+            self.failed = True
+        self.due = now + self.interval
+
+
+def _images_per_s(trainer, phase: str, from_batches: int, to_batches: int, elapsed: float) -> float | None:
+    """Images per second over batches `from_batches`…`to_batches` of the phase: all batches are full but
+    a phase's last. None without a trainer (an epoch's start)."""
+    if trainer is None:
+        return None
+    if phase == "train" and trainer.model.training:
+        size, batch = len(trainer.loader.split), trainer.loader.batch_size
+    else:
+        size, batch = len(getattr(trainer.data, phase)), trainer_module.EVAL_BATCH_SIZE
+    return (min(to_batches * batch, size) - min(from_batches * batch, size)) / elapsed

@@ -1,0 +1,322 @@
+"""Progress inside an epoch: the trial's `progress.json` (written by `study.trial_progress`, read by
+`results`), the ETA that counts down between reports and the stalled flag, in the terminal view and the
+live page's `running()` table; the channel changes no reported metric."""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from balpoe.config import Config
+from balpoe.trainer import Trainer
+from results import load_experiment
+from results.in_epoch import format_silence
+from results.reader import PROGRESS_FILE, read_progress
+from study.trainable import trial_epochs
+from study.trial_progress import ProgressFile
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = {"train_seconds", "train_images_per_s", "epoch_seconds"}
+
+
+def small_trainer(tmp_path, **overrides) -> Trainer:
+    """Synthetic long-tailed data: 9 training batches of 27 (the last one smaller), and one evaluation
+    batch for each of val, test and test_full."""
+    values = dict(dataset="synthetic-lt", imb_factor=0.1, epochs=2, batch_size=27, warmup_epochs=1, step1=2, step2=2,
+                  device="cpu", save_dir=str(tmp_path))
+    values.update(overrides)
+    return Trainer(Config(**values))
+
+
+def ticking_clock(step: float = 1.0):
+    """A clock that moves `step` seconds each time it is read (from 0)."""
+    counter = itertools.count()
+    return lambda: next(counter) * step
+
+
+def record(**overrides) -> dict:
+    """A progress record as the trainable writes it: epoch 3 of 4, training, 45 of 85 batches."""
+    values = {"epoch": 3, "epochs": 4, "stage": "epoch", "phase": "train", "done": 45, "total": 85,
+              "images_per_s": 412.4, "batches_per_s": 3.2, "train_batches": 85, "train_batches_per_s": 3.2,
+              "epoch_started": 1000.0, "time": 1014.0, "interval_s": 2.0}
+    values.update(overrides)
+    return values
+
+
+def write_record(folder: Path, **overrides) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PROGRESS_FILE).write_text(json.dumps(record(**overrides)))
+
+
+# --- the trainable's side ------------------------------------------------------------------------
+def test_the_progress_channel_changes_no_reported_metric(tmp_path):
+    """The trainable's epoch loop with and without its progress file (written at every batch here, the
+    most it can be): the same metrics, end-of-training ones included, and the same weights."""
+    plain = small_trainer(tmp_path)
+    shown = small_trainer(tmp_path)
+    channel = ProgressFile(tmp_path / "trial", epochs=2, interval=0)
+    without = list(trial_epochs(plain, 2))
+    with_channel = list(trial_epochs(shown, 2, channel))
+    assert [last for _, last in with_channel] == [last for _, last in without] == [False, True]
+    strip = [({k: v for k, v in m.items() if k not in TIMING}, last) for m, last in without]
+    assert [({k: v for k, v in m.items() if k not in TIMING}, last) for m, last in with_channel] == strip
+    assert "test_full_acc" in strip[-1][0]
+    weights = plain.model.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in shown.model.state_dict().items())
+    # each epoch: its start, 9 train batches, 1 val batch; then val, test and test_full for the final metrics
+    assert channel.writes == 2 * (1 + 9 + 1) + 3 and not channel.failed
+    last = read_progress(tmp_path / "trial")
+    assert (last.epoch, last.epochs, last.stage, last.phase, last.done, last.total) == (2, 2, "final", "test_full", 1, 1)
+    assert last.train_batches == 9 and last.train_batches_per_s > 0
+    assert not (tmp_path / "trial" / (PROGRESS_FILE + ".tmp")).exists()
+
+
+def test_the_file_is_written_at_phase_changes_and_at_most_every_interval(tmp_path, monkeypatch):
+    written = []
+    monkeypatch.setattr("study.trial_progress.atomic_write",
+                        lambda path, write: written.append(json.loads(_written_text(write))))
+    trainer = small_trainer(tmp_path)
+    channel = ProgressFile(tmp_path, epochs=2, interval=2.5, clock=ticking_clock(), wall=lambda: 5000.0)
+    channel.begin_epoch(1, len(trainer.loader))       # clock 0: the epoch's start
+    trainer.train_epoch(callbacks=[channel])          # batch k ends at clock k
+    # the start, the first batch, then when 2.5 s have passed since the last write, and the last batch
+    assert [(r["phase"], r["done"], r["total"]) for r in written] == [("train", d, 9) for d in (0, 1, 4, 7, 9)]
+    first, fourth, last = written[1], written[2], written[-1]
+    assert first["batches_per_s"] is None and first["images_per_s"] is None  # timed from the first batch's end
+    assert fourth["batches_per_s"] == 1.0 and fourth["images_per_s"] == 27.0  # 3 batches of 27 in 3 s
+    images = len(trainer.loader.split)  # the last batch is not full
+    assert images < 9 * 27 and last["batches_per_s"] == 1.0 and last["images_per_s"] == (images - 27) / 8
+    assert last["train_batches"] == 9 and last["epoch"] == 1 and last["epoch_started"] == 5000.0
+
+
+def _written_text(write) -> str:
+    """What `write(tmp)` puts in a file."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "record"
+        write(path)
+        return path.read_text()
+
+
+def test_a_failed_write_is_said_once_and_training_goes_on(tmp_path, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the trial folder belongs")
+    trainer = small_trainer(tmp_path, epochs=1, step1=1, step2=1)
+    channel = ProgressFile(blocker / "trial", epochs=1, interval=0)
+    rows = list(trial_epochs(trainer, 1, channel))
+    assert len(rows) == 1 and "test_full_acc" in rows[0][0]
+    err = capsys.readouterr().err
+    assert err.count("warning: progress.json: cannot write") == 1 and channel.failed and channel.writes == 0
+
+
+# --- the reader ----------------------------------------------------------------------------------
+def test_read_progress_reads_a_record_and_tolerates_anything_else(tmp_path):
+    write_record(tmp_path / "good")
+    position = read_progress(tmp_path / "good")
+    assert (position.epoch, position.phase, position.done, position.total, position.images_per_s) == \
+        (3, "train", 45, 85, 412.4)
+    assert position.describe() == "epoch 3/4  train 45/85 batches"
+    assert read_progress(tmp_path / "absent") is None
+    damaged = {
+        "cut short": json.dumps(record())[:40],
+        "empty": "",
+        "not a mapping": "[3, 45, 85]",
+        "done past total": json.dumps(record(done=86)),
+        "a count as a boolean": json.dumps(record(done=True)),
+        "an infinite rate": json.dumps(record()).replace("3.2", "1e400", 1),
+        "a missing field": json.dumps({k: v for k, v in record().items() if k != "time"}),
+        "an unknown stage": json.dumps(record(stage="warmup")),
+        "too large": json.dumps(record(padding="x" * 5000)),
+    }
+    for name, text in damaged.items():
+        folder = tmp_path / name.replace(" ", "-")
+        folder.mkdir()
+        (folder / PROGRESS_FILE).write_text(text)
+        assert read_progress(folder) is None, name
+    (tmp_path / "folder" / PROGRESS_FILE).mkdir(parents=True)
+    assert read_progress(tmp_path / "folder") is None
+    os.mkfifo(tmp_path / "good" / "pipe")  # opened without blocking, never read: no writer would come
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / PROGRESS_FILE)
+    assert read_progress(tmp_path / "fifo") is None
+    assert read_progress(tmp_path / "good" / "not-a-folder") is None
+    extra = tmp_path / "extra"
+    write_record(extra, written_by="a later version")  # fields it does not know are left aside
+    assert read_progress(extra).done == 45
+
+
+def write_running_experiment(folder: Path, t0: float) -> Path:
+    """A 4-epoch baseline, three trials unfinished: `t1` reported 2 epochs of 60 s, `t2` none yet, `t3` one;
+    every file last changed 100 s before `t0`."""
+    base = Config(dataset="synthetic-lt", imb_factor=0.1, epochs=4, warmup_epochs=1, step1=2, step2=3,
+                  batch_size=16, device="cpu", download=False).to_dict()
+    folder.mkdir(parents=True)
+    (folder / "study.json").write_text(json.dumps({
+        "kind": "baseline", "name": folder.name, "storage_path": str(folder.parent), "max_t": 4, "seeds": [1, 2, 3],
+        "asha": False, "objectives": [["val_balanced_acc", "max"]], "base": base,
+        "versions": {"toolkit": "0.1.0", "command": "python -m study.run baseline"}}))
+    for seed, epochs in ((1, 2), (2, 0), (3, 1)):
+        trial = folder / f"trial_t{seed}"
+        trial.mkdir()
+        (trial / "params.json").write_text(json.dumps({"base": base, "seed": seed, "stop_epoch": 4}))
+        rows = [{"epoch": e, "training_iteration": e, "trial_id": f"t{seed}", "seed": seed, "val_balanced_acc": 0.1 * e,
+                 "time_this_iter_s": 60.0, "stop_epoch": 4} for e in range(1, epochs + 1)]
+        (trial / "result.json").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        for name in ("params.json", "result.json"):
+            os.utime(trial / name, (t0 - 100, t0 - 100))
+    return folder
+
+
+def test_running_shows_the_position_an_eta_that_counts_down_and_stalled_trials(tmp_path):
+    t0 = 1_700_000_000.0
+    folder = write_running_experiment(tmp_path / "baseline", t0)
+    # t1: in epoch 3 since t0, last write at t0 + 20; t2: in its first epoch, 2 batches/s over 100 batches
+    write_record(folder / "trial_t1", epoch=3, done=40, total=100, train_batches=100, batches_per_s=2.0,
+                 train_batches_per_s=2.0, images_per_s=256.0, epoch_started=t0, time=t0 + 20)
+    write_record(folder / "trial_t2", epoch=1, done=20, total=100, train_batches=100, batches_per_s=2.0,
+                 train_batches_per_s=2.0, epoch_started=t0, time=t0 + 20)
+    (folder / "trial_t3" / PROGRESS_FILE).write_text('{"epoch": 2, "stage": "ep')  # cut short: no position
+    exp = load_experiment(folder)
+
+    def rows(now: float) -> dict:
+        return {row["trial_id"]: row for row in exp.running(now=now).to_dict("records")}
+    at_30, at_40 = rows(t0 + 30), rows(t0 + 40)
+    t1 = at_30["t1"]
+    assert (t1["state"], t1["epoch"], t1["position"], t1["phase"], t1["batches_done"], t1["batches_total"]) == \
+        ("running", 2, "epoch 3/4  train 40/100 batches", "train", 40, 100)
+    assert t1["images_per_s"] == 256.0 and t1["seconds_per_epoch"] == 60.0
+    assert t1["eta_s"] == pytest.approx(2 * 60 - 30)           # 2 epochs left, 30 s into the first of them
+    assert at_40["t1"]["eta_s"] == pytest.approx(2 * 60 - 40)  # counts down with no new report
+    assert t1["silent_s"] == pytest.approx(10) and t1["last_report_s_ago"] == pytest.approx(130)
+    t2 = at_30["t2"]  # nothing timed yet: 100 batches at 2 per second make a 50 s epoch
+    assert t2["seconds_per_epoch"] == 50.0 and t2["eta_s"] == pytest.approx(4 * 50 - 30)
+    assert at_40["t2"]["eta_s"] == pytest.approx(4 * 50 - 40)
+    t3 = at_30["t3"]  # a damaged position is no position: reported pace, last report's age
+    assert (t3["state"], t3["position"], t3["seconds_per_epoch"], t3["eta_s"]) == ("running", "", 60.0, 3 * 60.0)
+    assert math.isnan(t3["images_per_s"]) and t3["silent_s"] == pytest.approx(130)
+
+    # silent for longer than a minute (10 writes of 2 s, 3 batches at 2/s are less): stalled; without a
+    # position, silent for longer than 3 epochs' time: idle (interrupted, or waiting for resources)
+    late = rows(t0 + 20 + 61)
+    assert (late["t1"]["state"], late["t1"]["silent_s"]) == ("stalled", pytest.approx(61))
+    assert late["t2"]["state"] == "stalled" and (late["t3"]["state"], late["t3"]["silent_s"]) == ("idle", 181)
+    assert rows(t0 + 20 + 59)["t1"]["state"] == "running"
+    # at a phase boundary the next batch may compile the model: ten minutes before it counts as stalled
+    write_record(folder / "trial_t1", epoch=3, done=0, total=100, batches_per_s=None, epoch_started=t0, time=t0 + 20)
+    assert rows(t0 + 20 + 500)["t1"]["state"] == "running" and rows(t0 + 20 + 601)["t1"]["state"] == "stalled"
+
+
+def test_running_in_the_final_evaluation_and_with_a_record_from_before_the_last_report(tmp_path):
+    t0 = 1_700_000_000.0
+    folder = write_running_experiment(tmp_path / "baseline", t0)
+    # t1 reported 2 epochs: a record of epoch 2 is from before that report, one of epoch 4 cannot be yet
+    write_record(folder / "trial_t1", epoch=2, phase="val", done=1, total=1, epoch_started=t0, time=t0 + 20)
+    row = load_experiment(folder).running(now=t0 + 30).set_index("trial_id").loc["t1"]
+    assert row["position"] == "" and row["eta_s"] == pytest.approx(2 * 60) and row["state"] == "running"
+    write_record(folder / "trial_t3", epoch=2, stage="final", phase="test", done=5, total=20, batches_per_s=5.0,
+                 epochs=2, time=t0 + 20)  # t3 reported 1 epoch; its last one is being evaluated
+    row = load_experiment(folder).running(now=t0 + 22).set_index("trial_id").loc["t3"]
+    assert row["position"] == "epoch 2/2  final test 5/20 batches"
+    assert row["eta_s"] == pytest.approx(15 / 5 - 2)  # what is left of the split being predicted
+
+
+# --- the terminal view ---------------------------------------------------------------------------
+def fake_settings(**overrides):
+    values = dict(metric="val_balanced_acc", mode="max", stop_epoch=4, expected_trials=2, asha=False,
+                  grace_period=1, reduction_factor=2, max_failures=0)
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+def test_the_terminal_view_shows_each_trials_position_and_its_counting_down_eta(tmp_path):
+    from study.progress import CompactProgress
+    stream = io.StringIO()
+    progress = CompactProgress(fake_settings(), stream=stream)
+    trial = SimpleNamespace(trial_id="a", status="RUNNING", last_result={}, path=str(tmp_path / "trial_a"))
+    for epoch in (1, 2):
+        progress.on_trial_result(0, [trial], trial, {"epoch": epoch, "time_this_iter_s": 60.0,
+                                                     "val_balanced_acc": 0.2 * epoch})
+    t0 = time.time()
+    write_record(tmp_path / "trial_a", epoch=3, done=45, total=85, images_per_s=412.4, epoch_started=t0, time=t0 + 5)
+    progress.print_status([trial], now=t0 + 37)
+    progress.print_status([trial], now=t0 + 47)
+    lines = stream.getvalue().splitlines()
+    # the trial: 2 epochs of 60 s left, 37 s into the first; the study: 2 + 4 epochs (one trial not started)
+    # less 37/60 of the current one, at 60 s each
+    assert lines[1] == "    a  epoch    3/4  train 45/85 batches  412 img/s  eta 01:23  val_balanced_acc best 0.4000"
+    assert lines[3] == "    a  epoch    3/4  train 45/85 batches  412 img/s  eta 01:13  val_balanced_acc best 0.4000"
+    assert lines[0].endswith("| ETA 05:23") and lines[2].endswith("| ETA 05:13")
+
+    stream.truncate(0)
+    stream.seek(0)
+    progress.print_status([trial], now=t0 + 5 + 190)  # no write for 190 s, at 3.2 batches/s: stalled
+    assert stream.getvalue().splitlines()[1] == \
+        "    a  epoch    3/4  train 45/85 batches  412 img/s  stalled 3m10s  val_balanced_acc best 0.4000"
+
+
+def test_the_terminal_view_estimates_from_the_in_epoch_rate_before_an_epoch_is_timed(tmp_path):
+    from study.progress import CompactProgress
+    stream = io.StringIO()
+    progress = CompactProgress(fake_settings(), stream=stream)
+    trial = SimpleNamespace(trial_id="b", status="RUNNING", last_result={}, path=str(tmp_path / "trial_b"))
+    assert progress.eta([trial]) is None  # no report, no position: estimating
+    t0 = time.time()
+    write_record(tmp_path / "trial_b", epoch=1, done=20, total=100, images_per_s=None, batches_per_s=4.0,
+                 train_batches=100, train_batches_per_s=4.0, epoch_started=t0, time=t0 + 5)
+    progress.print_status([trial], now=t0 + 10)
+    lines = stream.getvalue().splitlines()
+    # a 25 s epoch: the trial has 4 − 10/25 epochs left, the study 4 more for the trial not started yet
+    assert lines[1] == "    b  epoch    1/4  train 20/100 batches  eta 01:30  val_balanced_acc best -"
+    assert lines[0].endswith("| ETA 03:10")
+
+
+def test_the_terminal_view_without_a_progress_file_shows_the_epoch_under_way(tmp_path):
+    from study.progress import CompactProgress
+    stream = io.StringIO()
+    progress = CompactProgress(fake_settings(), stream=stream)
+    trial = SimpleNamespace(trial_id="c", status="RUNNING", last_result={"epoch": 1, "val_balanced_acc": 0.3},
+                            path=str(tmp_path / "nothing-here"))
+    progress.print_status([trial])
+    assert stream.getvalue().splitlines()[1] == "    c  epoch    2/4  val_balanced_acc best 0.3000"
+    assert format_silence(59) == "59s" and format_silence(3725) == "1h02m"
+
+
+# --- a real study, and the benchmark -------------------------------------------------------------
+@pytest.mark.ray
+def test_each_trial_of_a_study_keeps_its_progress_file(smoke_baseline):
+    assert smoke_baseline.code == 0, smoke_baseline.out
+    folders = sorted(smoke_baseline.experiment.glob("trial_*"))
+    assert len(folders) == 2
+    for folder in folders:
+        last = read_progress(folder)  # the last write: the end of the final evaluation
+        assert (last.epoch, last.epochs, last.stage, last.phase) == (2, 2, "final", "test_full")
+        assert last.done == last.total and last.train_batches >= 1 and last.train_batches_per_s > 0
+    assert load_experiment(smoke_baseline.experiment).running().empty
+
+
+def test_the_progress_cost_benchmark_runs_at_a_tiny_size():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "progress_cost.py"), "--per-class", "20",
+                           "--batch-size", "16", "--epochs", "1", "--threads", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("epoch without the channel ") for line in lines)
+    assert any(line.startswith("epoch with the channel ") for line in lines)
+    assert any(line.startswith("channel's own time ") for line in lines)
+    assert lines[-1].startswith("overhead ") and lines[-1].endswith(" % of an epoch")
+
+
+def test_the_progress_cost_benchmark_answers_a_bad_argument_in_one_line():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "progress_cost.py"), "--epochs", "0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr.strip(), done.stdout) == (2, "error: --epochs: must be >= 1 (got 0)", "")
