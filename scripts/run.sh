@@ -26,7 +26,6 @@ else
 fi
 study report "$NAME"
 
-me="bash $0"
 cat <<EOF
 
 Done in ${SECONDS} s. The study is in $FOLDER
@@ -34,12 +33,12 @@ Done in ${SECONDS} s. The study is in $FOLDER
 the report is $FOLDER/report/index.html (tables as CSV/Parquet/Markdown, figures as PNG).
 
 Next:
-  $me show $NAME                  the trials table again (while a study runs, too)
-  $me dashboard $NAME             the live results page; it prints its address (Ctrl-C stops it)
-  $me search --preset smoke --num-samples 8
-                                   a small search over mixup α and the experts' τ spread, with ASHA
-  $me baseline --preset fmnist    10 epochs of Fashion-MNIST-LT, real images (Debian's dataset-fashion-mnist)
-  $me doctor                      check this machine before a long run
-  $me baseline --data-dir DIR     the canonical recipe on CIFAR-100-LT (DIR holds cifar-100-python/; GPUs)
-  $me --help                      every command; docs/commands.md explains each option
 EOF
+next() { printf '  %-58s %s\n' "bash $0 $1" "$2"; }
+next "show $NAME" "the trials table again (while a study runs, too)"
+next "dashboard $NAME" "the live results page; it prints its address (Ctrl-C stops it)"
+next "search --preset smoke --num-samples 8" "a small search over mixup α and the experts' τ spread, with ASHA"
+next "baseline --preset fmnist" "10 epochs of Fashion-MNIST-LT, real images (Debian's dataset-fashion-mnist)"
+next "doctor" "check this machine before a long run"
+next "baseline --data-dir DIR" "the canonical recipe on CIFAR-100-LT (DIR holds cifar-100-python/; GPUs)"
+next "--help" "every command; docs/commands.md explains each option"
