@@ -51,17 +51,20 @@ def check_optuna_storage(folder: str | Path, storage_url: str | None = None, new
         return
     shown = hide_password(storage_url)
     name = folder.name if new else read_settings(folder).get("name", folder.name)  # a moved folder keeps it
+    started = not new and any(folder.glob(EXPERIMENT_STATE_GLOB))  # then its record must be there already
+    lost = (f"--optuna-storage: {shown} holds no Optuna study named {name!r}, where this search recorded its "
+            f"trials; resume needs that database back as it was (or start a new search)")
     try:
-        with open_storage(storage_url) as storage:
+        with open_storage(storage_url, create=not started) as storage:
             names = optuna.get_all_study_names(storage)
     except StorageError as err:
-        raise StudyError(f"--optuna-storage: {err}") from None
+        raise StudyError(f"{lost} ({err})" if started and "does not exist" in str(err)
+                         else f"--optuna-storage: {err}") from None
     if new and name in names:
         raise StudyError(f"--optuna-storage: {shown} already holds an Optuna study named {name!r} (one per experiment "
                          f"name, from another storage path?); pick another --name")
-    if not new and name not in names and any(folder.glob(EXPERIMENT_STATE_GLOB)):
-        raise StudyError(f"--optuna-storage: {shown} holds no Optuna study named {name!r}, where this search "
-                         f"recorded its trials; resume needs that database back as it was (or start a new search)")
+    if started and name not in names:
+        raise StudyError(lost)
 
 
 def to_distribution(name: str, domain: Domain) -> BaseDistribution:

@@ -18,14 +18,18 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from ray import tune
 
+from balpoe.config import Config
 from conftest import SMOKE
 from results import load_experiment
 from results.app import ResultsSite
 from results.experiment import read_optuna
-from results.optuna_db import CONNECT_TIMEOUT_S, hide_password
+from results.optuna_db import CONNECT_TIMEOUT_S, hide_password, resolved_storage_url
+from results.settings import StudySettings
+from search_spaces import get_space, resolve_ranges
 from results.reader import ExperimentError, read_trial, trial_folders
 from study.run import main
 from study.searcher import OptunaSearcher
@@ -163,6 +167,37 @@ def test_a_name_already_in_the_shared_database_is_refused(postgres, tmp_path, ca
     err = refused(["--name", "taken", "--optuna-storage", postgres.url()], tmp_path, capsys)
     assert (f"--optuna-storage: postgresql://postgres:***@127.0.0.1:{postgres.port}/studies already holds an "
             f"Optuna study named 'taken'") in err
+
+
+def test_relative_file_urls_are_made_absolute_where_the_search_starts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolved_storage_url("sqlite:///records/optuna.db") == f"sqlite:///{tmp_path}/records/optuna.db"
+    assert resolved_storage_url("journal://records/optuna.log") == f"journal://{tmp_path}/records/optuna.log"
+    for kept in ("sqlite:////abs/optuna.db", "journal:///abs/optuna.log", "postgresql://me@db/optuna"):
+        assert resolved_storage_url(kept) == kept
+
+
+@pytest.mark.parametrize("record", ["journal", "study"])
+def test_a_started_search_whose_record_is_gone_is_not_resumed(record, tmp_path, capsys):
+    """The search's journal file is gone, or holds no study of that name: resuming would start TPE afresh
+    and lose which Optuna trial is which, so it is refused before Ray starts, and nothing is created."""
+    import ray
+    journal = tmp_path / "records" / "optuna.log"
+    journal.parent.mkdir()
+    if record == "study":
+        optuna.create_study(study_name="another-search", storage=JournalStorage(JournalFileBackend(str(journal))))
+    folder = tmp_path / "runs" / "gone"
+    folder.mkdir(parents=True)
+    space = get_space("alpha_tau")
+    StudySettings(kind="search", name="gone", storage_path=str(folder.parent), base=Config(), max_t=200,
+                  grace_period=165, space="alpha_tau", ranges=resolve_ranges(space, {}), startup_trials=2,
+                  optuna_storage=f"journal://{journal}").save(folder)
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")  # Tune had started
+    assert main(["resume", "gone", "--storage-path", str(folder.parent)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --optuna-storage: journal://{journal} holds no Optuna study named 'gone', where this search " \
+           f"recorded its trials; resume needs that database back" in err
+    assert journal.exists() == (record == "study") and not ray.is_initialized()
 
 
 def test_passwords_are_hidden_wherever_they_appear():
