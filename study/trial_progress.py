@@ -3,11 +3,13 @@
 progress view and the live page read it — on a cluster too, since every node sees the storage path.
 
 A Tune report per batch would change what ASHA decides on and fill the result files; this writes a
-file instead. Per batch it costs a monotonic clock read and a comparison; the record is written at most
+file instead. Per batch it costs a monotonic clock read and a few comparisons. The record is written
 every `interval` seconds, and at each phase change (the start of an epoch, a phase's first and last
-batch), to a temporary file then moved into place, so a reader never sees half a record. A failed
-write (a full disk, a folder gone) never stops training: it is said once on stderr and tried again at
-the next one due.
+batch) once a quarter interval has passed since the last write, to a temporary file then moved into
+place, so a reader never sees half a record. Writes never take more than MAX_WRITE_SHARE of the
+trial's time, whatever the filesystem: after a write that took `w` seconds the next waits at least
+`w / MAX_WRITE_SHARE`. A failed write (a full disk, a folder gone) never stops training: it is said
+once on stderr and tried again at the next one due.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from results.in_epoch import InEpochProgress
 from results.reader import PROGRESS_FILE
 
 WRITE_INTERVAL_S = 2.0
+MAX_WRITE_SHARE = 0.005     # of the trial's time spent writing, at most (a slow network filesystem)
 
 
 class ProgressFile:
@@ -28,10 +31,12 @@ class ProgressFile:
     around them calls `begin_epoch` before each epoch and `begin_final` before the final evaluation."""
 
     def __init__(self, folder: str | Path, epochs: int, interval: float = WRITE_INTERVAL_S,
-                 clock=time.monotonic, wall=time.time):
+                 clock=time.monotonic, wall=time.time, max_write_share: float = MAX_WRITE_SHARE):
         self.path = Path(folder) / PROGRESS_FILE
         self.epochs, self.interval, self.clock, self.wall = epochs, interval, clock, wall
+        self.max_write_share = max_write_share
         self.due = 0.0                      # clock time of the next write when nothing else calls for one
+        self.soon = 0.0                     # ... and the earliest one at a phase change
         self.epoch, self.stage, self.epoch_started = 1, "epoch", wall()
         self.phase_start: tuple[str, float, int] | None = None  # phase, clock time and batches when it began
         self.train_batches: int | None = None
@@ -43,8 +48,10 @@ class ProgressFile:
         """Epoch `epoch` (from 1) starts: written at once, so the reader's clock for it starts now."""
         self.epoch, self.stage, self.epoch_started = epoch, "epoch", self.wall()
         self.train_batches, self.train_rate = train_batches, None
-        self.phase_start = ("train", self.clock(), 0)
-        self._write(None, "train", 0, train_batches, self.phase_start[1])
+        now = self.clock()
+        self.phase_start = ("train", now, 0)
+        if now >= self.soon:
+            self._write(None, "train", 0, train_batches, now)
 
     def begin_final(self) -> None:
         """The end-of-training evaluation of the last epoch starts (its first batch writes)."""
@@ -52,12 +59,15 @@ class ProgressFile:
 
     def on_batch_end(self, trainer, phase: str, done: int, total: int) -> None:
         now = self.clock()
-        if now < self.due and 1 < done < total:
+        if done == 1:  # a phase's rate counts from its first batch's end (warm-up and compiling left out)
+            self.phase_start = (phase, now, 1)
+        if now < self.due and (now < self.soon or 1 < done < total):
             return
         self._write(trainer, phase, done, total, now)
 
     def _write(self, trainer, phase: str, done: int, total: int, now: float) -> None:
-        if self.phase_start is None or self.phase_start[0] != phase or done == 1:
+        started_writing = time.perf_counter()
+        if self.phase_start is None or self.phase_start[0] != phase:
             self.phase_start = (phase, now, done)
         _, started, started_done = self.phase_start
         elapsed = now - started
@@ -80,7 +90,8 @@ class ProgressFile:
                 print(f"warning: progress.json: cannot write {self.path} ({err}); training goes on, "
                       f"its in-epoch progress is not shown", file=sys.stderr, flush=True)
             self.failed = True
-        self.due = now + self.interval
+        spacing = (time.perf_counter() - started_writing) / self.max_write_share
+        self.due, self.soon = now + max(self.interval, spacing), now + max(self.interval / 4, spacing)
 
 
 def _images_per_s(trainer, phase: str, from_batches: int, to_batches: int, elapsed: float) -> float | None:
