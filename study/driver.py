@@ -102,6 +102,8 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
         settings = prepare_data(settings)
     quiet_ray()
     context = start_ray(args)
+    if dashboard.ray_dashboard(context):
+        print(f"Ray dashboard: {dashboard.ray_dashboard(context)}")
     # SIGTERM would kill Tune without saving state; Tune treats SIGUSR1 like Ctrl-C, so forward it
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
     served = False
