@@ -15,6 +15,8 @@ from pathlib import Path
 from .ray_internals import cluster_mode_off, grpc_port_functions, replace_grpc_add_port
 from .settings import StudyError, is_uri
 
+DEFAULT_DASHBOARD_PORT = 8265  # Ray's own
+
 
 def is_loopback(host: str) -> bool:
     """127.0.0.0/8, ::1, "localhost", and IPv4-mapped loopback (::ffff:127.0.0.1, which dual-stack gRPC servers
@@ -122,8 +124,9 @@ def check_cluster_options(args) -> None:
         raise StudyError(f"--num-cpus: a local Ray needs at least 1 CPU, or no trial ever starts (got {args.num_cpus})")
     if getattr(args, "num_gpus", None) is not None and args.num_gpus < 0:
         raise StudyError(f"--num-gpus: must be >= 0 (got {args.num_gpus})")
-    check_port(args.dashboard_host, args.dashboard_port, "--dashboard-port",
-               "another Ray (a study already running here?) may hold it")
+    if args.dashboard_port is not None:  # given explicitly: it must be free; else Ray takes the next free one
+        check_port(args.dashboard_host, args.dashboard_port, "--dashboard-port",
+                   "another Ray (a study already running here?) may hold it")
 
 
 def probe_address(address: str, timeout_s: float) -> None:
@@ -217,16 +220,23 @@ def keep_token_auth(args) -> None:
 
 def start_ray(args):
     """Attach to the cluster at `--address`, or start a local Ray that listens on loopback only (its
-    dashboard where `--dashboard-host` says)."""
+    dashboard where `--dashboard-host` says). A dashboard port left to us is left to Ray, which takes the
+    next free one after 8265 itself (a port probed here first could be taken before Ray binds it)."""
     import logging
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if args.address:
         return connect(args.address, args.connect_timeout, **quiet)
     if not is_loopback(args.dashboard_host):
-        print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:{args.dashboard_port}; "
+        print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:"
+              f"{args.dashboard_port or DEFAULT_DASHBOARD_PORT}; "
               f"anyone who can reach it can see and control this cluster", file=sys.stderr)
-    return init_local_ray(args.dashboard_host, num_cpus=args.num_cpus, num_gpus=getattr(args, "num_gpus", None),
-                          dashboard_port=args.dashboard_port, **quiet)
+    context = init_local_ray(args.dashboard_host, num_cpus=args.num_cpus, num_gpus=getattr(args, "num_gpus", None),
+                             dashboard_port=args.dashboard_port, **quiet)
+    port = int(context.dashboard_url.rpartition(":")[2]) if context.dashboard_url else None
+    if args.dashboard_port is None and port not in (None, DEFAULT_DASHBOARD_PORT):
+        print(f"note: port {DEFAULT_DASHBOARD_PORT} is taken (another study on this machine?); --dashboard-port "
+              f"{port} is used instead", file=sys.stderr)
+    return context
 
 
 def free_port(host: str, preferred: int, option: str, avoid: tuple[int, ...] = ()) -> int:

@@ -11,10 +11,10 @@ import os
 from balpoe.cli import SPLITS, HelpFormatter, add_recipe_options
 from search_spaces import SPACE_NAMES
 
+from .cluster import DEFAULT_DASHBOARD_PORT
 from .settings import PRESETS, StudySettings
 
 DEFAULT_STORAGE = "./runs"
-DEFAULT_DASHBOARD_PORT = 8265
 DEFAULT_PAGE_PORT = 8000  # Ray Serve's own default
 DESCRIPTION = "BalPoE studies on Ray Tune: baseline, search, resume, show, report, export, dashboard, doctor."
 

@@ -15,7 +15,7 @@ from balpoe.config import ConfigError
 from balpoe.datasets import DataError
 from search_spaces import SpaceError
 
-from .cluster import check_cluster_options, keep_token_auth
+from .cluster import DEFAULT_DASHBOARD_PORT, check_cluster_options, keep_token_auth
 from .lock import StudyLock
 from .options import build_parser
 from .settings import StudyError, check_fresh, resume_command, resume_settings, settings_from_args
@@ -71,20 +71,19 @@ def new_study(args) -> int:
 
 
 def with_free_ports(args: argparse.Namespace) -> argparse.Namespace:
-    """The ports the user left to us, chosen: the usual ones, or the next free ones when another study on
-    this machine holds them. Ports given explicitly stay as given (and are checked)."""
+    """The results page's port, when the user left it to us: the usual one, or the next free one when
+    another study on this machine holds it (the Ray dashboard's port is left to Ray: `start_ray`). Ports
+    given explicitly stay as given (and are checked)."""
     from .cluster import free_port
-    from .options import DEFAULT_DASHBOARD_PORT, DEFAULT_PAGE_PORT
+    from .options import DEFAULT_PAGE_PORT
     chosen = {}
     local = not getattr(args, "address", None)
-    if local and getattr(args, "dashboard_port", "absent") is None:
-        chosen["dashboard_port"] = free_port(args.dashboard_host, DEFAULT_DASHBOARD_PORT, "--dashboard-port")
     if args.command == "dashboard":
         port_field, host_field, option, served = "port", "host", "--port", not args.stop
     else:
         port_field, host_field, option, served = "results_port", "results_host", "--results-port", args.serve_results
     if served and getattr(args, port_field, "absent") is None:
-        avoid = (chosen.get("dashboard_port", args.dashboard_port),) if local else ()
+        avoid = (args.dashboard_port or DEFAULT_DASHBOARD_PORT,) if local else ()
         chosen[port_field] = free_port(getattr(args, host_field), DEFAULT_PAGE_PORT, option, avoid)
     return argparse.Namespace(**{**vars(args), **chosen})
 
