@@ -90,8 +90,9 @@ def main(argv=None) -> None:
     print(f"epoch with the channel     median {with_channel:.3f} s over {len(shown)} ({listed(shown)}): "
           f"{100 * (with_channel - without) / without:+.2f} %, the difference of two noisy medians")
     per_epoch = channel.seconds / args.epochs
-    print(f"channel's own time         {1000 * per_epoch:.3f} ms per epoch: {1e6 * channel.seconds / channel.calls:.2f} µs "
-          f"per batch call on average, {channel.writes / args.epochs:.1f} file writes per epoch")
+    per_call = channel.seconds / channel.calls
+    print(f"channel's own time         {1000 * per_epoch:.3f} ms per epoch: {1e6 * per_call:.2f} µs per batch call "
+          f"on average, {channel.writes / args.epochs:.1f} file writes per epoch")
     print(f"overhead {100 * per_epoch / without:.3f} % of an epoch")
 
 

@@ -89,7 +89,8 @@ def test_the_progress_channel_changes_no_reported_metric(tmp_path):
     assert channel.calls == epoch + epoch + [("val", 1, 1), ("test", 1, 1), ("test_full", 1, 1)]
     assert channel.writes == 2 * (1 + 9 + 1) + 3 and not channel.failed
     last = read_progress(tmp_path / "trial")
-    assert (last.epoch, last.epochs, last.stage, last.phase, last.done, last.total) == (2, 2, "final", "test_full", 1, 1)
+    assert (last.epoch, last.epochs, last.stage, last.phase, last.done, last.total) == \
+        (2, 2, "final", "test_full", 1, 1)
     assert last.train_batches == 9 and last.train_batches_per_s > 0
     assert not (tmp_path / "trial" / (PROGRESS_FILE + ".tmp")).exists()
 
@@ -272,6 +273,28 @@ def test_running_in_the_final_evaluation_and_with_a_record_from_before_the_last_
     row = load_experiment(folder).running(now=t0 + 22).set_index("trial_id").loc["t3"]
     assert row["position"] == "epoch 2/2  final test 5/20 batches"
     assert row["eta_s"] == pytest.approx(15 / 5 - 2)  # what is left of the split being predicted
+
+
+def test_the_live_page_shows_positions_counting_down_etas_and_stalled_trials(tmp_path):
+    from results.app import ResultsSite
+    now = time.time()
+    folder = write_running_experiment(tmp_path / "runs" / "baseline", now)
+    write_record(folder / "trial_t1", epoch=3, done=40, total=100, images_per_s=256.4, batches_per_s=2.0,
+                 epoch_started=now - 30, time=now - 5)
+    write_record(folder / "trial_t2", epoch=1, done=20, total=100, batches_per_s=2.0, train_batches=100,
+                 train_batches_per_s=2.0, epoch_started=now - 300, time=now - 200)  # silent for 200 s
+    section = ResultsSite(tmp_path / "runs").running_section(load_experiment(folder))
+    headers = [name for name, _ in section["running"].headers]
+    rows = {cells[0]: dict(zip(headers, cells)) for _, cells in section["running"].rows}
+    assert headers == ["trial_id", "state", "epoch", "position", "images_per_s", "seconds_per_epoch", "eta",
+                       "last_report"]  # (`epochs`, the same for all, is said once above the table)
+    assert (rows["t1"]["state"], rows["t1"]["position"], rows["t1"]["images_per_s"]) == \
+        ("running", "epoch 3/4  train 40/100 batches", "256")
+    assert rows["t1"]["eta"] in ("01:30", "01:29")  # 2 epochs of 60 s, 30 s into the first (a second may pass)
+    # t2 wrote last 200 s ago, its params.json 100 s ago: silent since the later of the two
+    assert rows["t2"]["state"] in ("stalled 1m40s", "stalled 1m41s")
+    assert rows["t2"]["position"] == "epoch 1/4  train 20/100 batches"
+    assert section["running_count"] == 2  # t3, without a position, still runs by its last report
 
 
 # --- the terminal view ---------------------------------------------------------------------------
