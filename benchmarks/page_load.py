@@ -25,57 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from arguments import refuse  # noqa: E402
-from balpoe.config import Config  # noqa: E402
+from synthetic_experiments import write_experiment  # noqa: E402
 
 # size: (trials × epochs of the largest experiment, number of other experiments, their trials × epochs)
 SIZES = {"tiny": ((3, 3), 1, (2, 3)), "medium": ((40, 100), 4, (10, 20)), "big": ((300, 360), 4, (10, 20))}
-METRICS = ("lr", "train_loss", "train_loss_expert0", "train_loss_expert1", "train_loss_expert2", "train_acc",
-           "train_seconds", "train_images_per_s", "val_acc", "val_balanced_acc", "val_nll", "val_ece", "val_mce",
-           "val_many_acc", "val_medium_acc", "val_few_acc", "val_expert0_acc", "val_expert1_acc", "val_expert2_acc",
-           "best_val_balanced_acc", "epoch_seconds", "peak_memory_mb", "time_this_iter_s", "time_total_s")
-TEST = ("test_acc", "test_balanced_acc", "test_nll", "test_ece", "test_mce", "test_many_acc", "test_medium_acc",
-        "test_few_acc", "test_full_acc", "test_full_balanced_acc", "test_full_ece", "test_full_mce")
 LARGEST = "search-large"
 SETTLE_S = 900  # at most this long for the first reading of the storage
-
-
-def write_experiment(folder: Path, trials: int, epochs: int, seed: int = 0) -> None:
-    """A finished search of `trials` trials × `epochs` epochs (the last trial still running)."""
-    rng = np.random.default_rng(seed)
-    base = Config(epochs=epochs, warmup_epochs=min(5, epochs), step1=max(1, epochs * 4 // 5),
-                  step2=max(1, epochs * 9 // 10), save_period=min(50, epochs)).to_dict()  # the default schedule, scaled
-    folder.mkdir(parents=True)
-    settings = {"kind": "search", "name": folder.name, "storage_path": str(folder.parent), "base": base,
-                "space": "alpha_tau", "ranges": {"mixup_alpha": [0.0, 1.0], "tau_spread": [0.0, 1.5]},
-                "num_samples": trials, "startup_trials": min(10, trials), "asha": False, "max_t": epochs,
-                "objectives": [["val_balanced_acc", "max"]], "versions": {"toolkit": "0.1.0"}}
-    (folder / "study.json").write_text(json.dumps(settings))
-    for t in range(trials):
-        trial = folder / f"trial_{t:08x}"
-        trial.mkdir()
-        params = {"base": base, "space": "alpha_tau", "mixup_alpha": float(rng.uniform(0, 1)),
-                  "tau_spread": float(rng.uniform(0, 1.5)), "checkpoint_every": 10, "threads": 1}
-        (trial / "params.json").write_text(json.dumps(params))
-        reported = epochs if t < trials - 1 else max(1, epochs // 2)
-        with open(trial / "result.json", "w") as handle:
-            for epoch in range(1, reported + 1):
-                row = {"epoch": epoch, **{k: float(rng.random()) for k in METRICS}, "device": "cuda:0",
-                       "gpu_ids": "0", "tau_list": "0;1;2", "mixup_alpha": params["mixup_alpha"], "num_experts": 3,
-                       "seed": 1, "planned_epochs": epochs, "stop_epoch": epochs, "trial_id": f"{t:08x}",
-                       "training_iteration": epoch, "timestamp": 1795651132 + epoch, "hostname": "node",
-                       "node_ip": "10.0.0.1", "config": params, "done": epoch == epochs}
-                if epoch == epochs:
-                    row.update({k: float(rng.random()) for k in TEST})
-                handle.write(json.dumps(row) + "\n")
 
 
 def write_storage(root: Path, size: str) -> float:
     """The experiments of a size preset under `root`; returns their size in MB."""
     (trials, epochs), others, (other_trials, other_epochs) = SIZES[size]
-    write_experiment(root / LARGEST, trials, epochs)
+    write_experiment(root / LARGEST, trials, epochs, last_running=True)
     for number in range(others):
         write_experiment(root / f"search-{number}", other_trials, other_epochs, seed=number + 1)
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
