@@ -94,6 +94,15 @@ def check_port(host: str, port: int, option: str, holder: str, host_option: str 
     """A port in range that this machine can listen on now (Ray would fail later, or pick another)."""
     if not 1 <= port <= 65535:
         raise StudyError(f"{option}: must be in 1…65535 (got {port})")
+    _probe(host, port, option, holder, host_option)
+
+
+def check_host(host: str, host_option: str = "--dashboard-host") -> None:
+    """An interface of this machine, where some port is free."""
+    _probe(host, 0, "", "", host_option)
+
+
+def _probe(host: str, port: int, option: str, holder: str, host_option: str) -> None:
     if not host:
         raise StudyError(f"{host_option}: name an interface, e.g. 127.0.0.1 (got '')")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -124,7 +133,9 @@ def check_cluster_options(args) -> None:
         raise StudyError(f"--num-cpus: a local Ray needs at least 1 CPU, or no trial ever starts (got {args.num_cpus})")
     if getattr(args, "num_gpus", None) is not None and args.num_gpus < 0:
         raise StudyError(f"--num-gpus: must be >= 0 (got {args.num_gpus})")
-    if args.dashboard_port is not None:  # given explicitly: it must be free; else Ray takes the next free one
+    if args.dashboard_port is None:  # left to Ray, which takes the next free one: only the host is checked
+        check_host(args.dashboard_host)
+    else:
         check_port(args.dashboard_host, args.dashboard_port, "--dashboard-port",
                    "another Ray (a study already running here?) may hold it")
 

@@ -26,7 +26,8 @@ __all__ = ["build_parser", "main"]
 def check_study_options(args) -> None:
     from .dashboard import check_page_options
     check_page_options(args.results_host, args.results_port, args.refresh, "--results-port", "--results-host",
-                       probe=args.serve_results, ray_dashboard_port=None if args.address else args.dashboard_port)
+                       probe=args.serve_results,
+                       ray_dashboard_port=None if args.address else args.dashboard_port or DEFAULT_DASHBOARD_PORT)
     check_cluster_options(args)
 
 
