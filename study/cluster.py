@@ -250,17 +250,16 @@ def start_ray(args):
     return context
 
 
-def free_port(host: str, preferred: int, option: str, avoid: tuple[int, ...] = ()) -> int:
+def free_port(host: str, preferred: int, option: str, host_option: str, avoid: tuple[int, ...] = ()) -> int:
     """`preferred`, or the next port this machine can listen on: a port the user left to us may be held
     by another study on the same machine, which is ordinary. Says so when it moves."""
+    check_host(host, host_option)  # a host that is no interface here is the user's mistake, whatever the port
     for port in range(preferred, min(preferred + 100, 65536)):
         if port in avoid:
             continue
         try:
-            check_port(host, port, option, "")
-        except StudyError as err:
-            if "no address of this machine" in str(err) or "name an interface" in str(err):
-                raise
+            check_port(host, port, option, "", host_option)
+        except StudyError:  # taken
             continue
         if port != preferred:
             print(f"note: port {preferred} is taken (another study on this machine?); {option} {port} is used "

@@ -85,7 +85,8 @@ def with_free_ports(args: argparse.Namespace) -> argparse.Namespace:
         port_field, host_field, option, served = "results_port", "results_host", "--results-port", args.serve_results
     if served and getattr(args, port_field, "absent") is None:
         avoid = (args.dashboard_port or DEFAULT_DASHBOARD_PORT,) if local else ()
-        chosen[port_field] = free_port(getattr(args, host_field), DEFAULT_PAGE_PORT, option, avoid)
+        chosen[port_field] = free_port(getattr(args, host_field), DEFAULT_PAGE_PORT, option,
+                                       "--" + host_field.replace("_", "-"), avoid)
     return argparse.Namespace(**{**vars(args), **chosen})
 
 

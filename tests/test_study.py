@@ -75,6 +75,8 @@ def no_ray_left():
     (["baseline", "--cpus-per-trial", "nan"], "--cpus-per-trial: must be a number > 0 (got nan)"),
     (["baseline", "--dashboard-host", ""], "--dashboard-host: name an interface"),
     (["baseline", "--dashboard-host", "999.1.1.1"], "--dashboard-host: '999.1.1.1' is no address of this machine"),
+    (["baseline", "--serve-results", "--results-host", "999.1.1.1"],
+     "--results-host: '999.1.1.1' is no address of this machine"),
     (["baseline", "--results-port", "0"], "--results-port: must be in 1…65535 (got 0)"),
     (["baseline", "--serve-results", "--results-port", "8265"], "--results-port: 8265 is also the Ray dashboard's"),
     (["search", "--max-t", "0"], "--max-t: must be in [1, epochs=200] (got 0)"),
