@@ -46,20 +46,22 @@ def _savez(path: Path, arrays: dict) -> None:
         np.savez(handle, **arrays)
 
 
-def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, log=print, callbacks=None) -> Path:
+def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, log=print, callbacks=None,
+                  checkpoint_name: str | None = None) -> Path:
     """Write one `.npz` per split and `manifest.json` into `output`; returns the manifest's path.
     Each file is written whole or not at all, and the manifest last: a folder without one is an
     export that was cut short. Over an earlier export (a folder with a manifest) the new one is written
     beside it and moved in only when complete, so a cut-short export leaves the earlier one whole.
     Prints one line per split as it is done, with the time left at the pace so far. `callbacks` get
     `on_batch_end(trainer, split, done, total)` while a split is predicted (default: a `BatchProgress`
-    on stderr, which shows per-batch progress on a terminal; pass () for none)."""
+    on stderr, which shows per-batch progress on a terminal; pass () for none). `checkpoint_name` is what
+    the manifest names as the checkpoint when `checkpoint` is a local copy of it (one in an object store)."""
     callbacks = [BatchProgress()] if callbacks is None else list(callbacks)
     folder = Path(output)
     config = trainer.config
     sizes = {split: len(getattr(trainer.data, split)) for split in splits}
     manifest = {
-        "format": FORMAT, "version": VERSION, "checkpoint": str(Path(checkpoint).resolve()),
+        "format": FORMAT, "version": VERSION, "checkpoint": checkpoint_name or str(Path(checkpoint).resolve()),
         "checkpoint_sha256": sha256(checkpoint), "epoch": trainer.epoch, "splits": {},
         "num_classes": trainer.data.num_classes, "class_order": list(range(trainer.data.num_classes)),
         "class_names": class_names(config.dataset, config.data_dir), "tau_list": list(config.tau_list),

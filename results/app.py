@@ -26,7 +26,6 @@ import io
 import math
 import threading
 import time
-from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pandas as pd
@@ -36,10 +35,11 @@ from balpoe.progress import format_duration
 from . import figures as figure_module
 from .console import default_columns
 from .experiment import Experiment
-from .html import experiment_context, render, stamp, status_text, table_view
+from .html import experiment_context, render, stamp, table_view
 from .in_epoch import format_silence
 from .optuna_db import dashboard_command
 from .snapshots import NotAnExperiment, Snapshot, Snapshots, ThisSecond
+from .storage import Location, location
 
 APP_NAME = "balpoe-results"
 ROUTE_PREFIX = "/"
@@ -66,9 +66,9 @@ class ResultsSite:
     """Everything the page knows, without any web framework: experiments by name, their tables and
     figures (each computed once per reading of the folder), and the HTML of each page."""
 
-    def __init__(self, storage_path: str | Path, refresh_s: int = 15, ray_dashboard_url: str | None = None,
+    def __init__(self, storage_path: str | Location, refresh_s: int = 15, ray_dashboard_url: str | None = None,
                  recheck_s: float = 1.0):
-        self.root = Path(storage_path).resolve()
+        self.root = location(storage_path).resolve()
         self.refresh_s = refresh_s
         self.ray_dashboard_url = ray_dashboard_url
         self.snapshots = Snapshots(recheck_s=recheck_s, prepare=self.prepare)
@@ -76,7 +76,7 @@ class ResultsSite:
         self.index_page = ThisSecond()
 
     # --- experiments ------------------------------------------------------------------------------
-    def folder(self, name: str) -> Path:
+    def folder(self, name: str) -> Location:
         """The experiment folder for NAME, only if it is a real folder directly under the root."""
         if not name or name in (".", "..") or any(c in name for c in "/\\\0") or \
                 len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:

@@ -13,7 +13,7 @@ by modification time), so a fresh `Experiment` is a fresh view of a running stud
 from __future__ import annotations
 
 import math
-import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +25,9 @@ from .in_epoch import epoch_pace, is_current, silence_limit, trial_eta
 from .optuna_db import (StorageError, folder_storage_url, hide_password, journal_path, open_storage,
                         sqlite_path)
 from .reader import (OPTUNA_FILE, DamagedFile, ExperimentError, TrialFiles,
-                     check_experiment_folder, read_asha_stopped, read_progress, read_settings, read_trial,
-                     trial_folders)
+                     check_experiment_folder, present, read_asha_stopped, read_progress, read_settings,
+                     read_trial, trial_folders)
+from .storage import Location, StorePath, location
 from .tables import STATUSES, epochs_table, trials_table
 
 RUNNING_COLUMNS = ["trial_id", "state", "epoch", "epochs", "position", "phase", "batches_done", "batches_total",
@@ -35,7 +36,7 @@ RUNNING_COLUMNS = ["trial_id", "state", "epoch", "epochs", "position", "phase", 
 
 @dataclass
 class Experiment:
-    path: Path
+    path: Location
     settings: dict                     # study.json ({} for a plain Tune experiment)
     trials: pd.DataFrame
     epochs: pd.DataFrame
@@ -190,7 +191,10 @@ class Experiment:
             return None
         if self.settings.get("optuna_storage"):
             return self.settings["optuna_storage"]
-        return folder_storage_url(self.path, OPTUNA_FILE) if (self.path / OPTUNA_FILE).exists() else None
+        record = self.path / OPTUNA_FILE
+        if not record.exists():
+            return None
+        return str(record) if isinstance(record, StorePath) else folder_storage_url(self.path, OPTUNA_FILE)
 
     @property
     def optuna_trials(self) -> pd.DataFrame:
@@ -202,9 +206,13 @@ class Experiment:
         return self._optuna
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read an experiment folder (a study's `runs/NAME`, or any Tune experiment folder)."""
-    folder = Path(path).expanduser()
+def load_experiment(path: str | Location) -> Experiment:
+    """Read an experiment folder (a study's `runs/NAME`, or any Tune experiment folder), local or in an
+    object store (`s3://bucket/runs/NAME`)."""
+    try:
+        folder = location(path)
+    except ValueError as err:
+        raise ExperimentError(str(err)) from None
     check_experiment_folder(folder)
     settings = read_settings(folder)
     files = [trial for trial in map(read_trial, trial_folders(folder)) if not _vanished(trial)]
@@ -222,14 +230,27 @@ def load_experiment(path: str | Path) -> Experiment:
 
 def _vanished(trial: TrialFiles) -> bool:
     """A trial folder removed between listing and reading: nothing was read and it is gone."""
-    return not (trial.rows or trial.params or trial.failures or trial.damaged) and not os.path.lexists(trial.folder)
+    return not (trial.rows or trial.params or trial.failures or trial.damaged) and not present(trial.folder)
 
 
-def read_optuna(where: Path | str, study_name: str, objectives: list[str]) -> pd.DataFrame:
+def read_optuna(where: Location | str, study_name: str, objectives: list[str]) -> pd.DataFrame:
     """Optuna's own record of a search, read through its API from `where`: the folder's `optuna.db`, or a
     storage URL (`--optuna-storage`); empty when nothing is recorded yet. A file Optuna cannot use is named
     for what it is (a directory, not SQLite, damaged, locked), not by Optuna's unrelated error; a database
-    that does not answer is named within a bounded time. Readers never create anything."""
+    that does not answer is named within a bounded time. Readers never create anything. An `optuna.db` in
+    an object store is read from a copy in a temporary folder (SQLite reads only local files)."""
+    if isinstance(where, StorePath):
+        with tempfile.TemporaryDirectory(prefix="balpoe-optuna-") as folder:
+            try:
+                Path(folder, OPTUNA_FILE).write_bytes(where.read_bytes())
+            except FileNotFoundError:
+                return pd.DataFrame()
+            except OSError as err:
+                raise ExperimentError(f"{OPTUNA_FILE}: {where} cannot be read ({err})") from None
+            try:
+                return read_optuna(Path(folder, OPTUNA_FILE), study_name, objectives)
+            except ExperimentError as err:
+                raise ExperimentError(str(err).replace(str(Path(folder, OPTUNA_FILE)), str(where))) from None
     if isinstance(where, Path):
         url, label, file = f"sqlite:///{where}", f"{OPTUNA_FILE}: {where}", where
     else:

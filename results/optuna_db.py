@@ -90,9 +90,16 @@ def resolved_storage_url(url: str) -> str:
     return url
 
 
+STORE_COPY = {"s3": "aws s3 cp", "gs": "gcloud storage cp"}
+
+
 def dashboard_command(url: str) -> str:
-    """The `optuna-dashboard` command for a storage (a journal is given as its file), password hidden."""
+    """The `optuna-dashboard` command for a storage (a journal is given as its file), password hidden. An
+    `optuna.db` in an object store is copied here first: SQLite reads only local files."""
     import shlex
+    scheme = scheme_of(url)
+    if scheme in STORE_COPY:
+        return f"{STORE_COPY[scheme]} {shlex.quote(url)} optuna.db && optuna-dashboard sqlite:///optuna.db"
     journal = journal_path(url)
     return f"optuna-dashboard {shlex.quote(str(journal) if journal else hide_password(url))}"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .in_epoch import InEpochProgress
 from .settings import SETTINGS_FILE, StudyError, StudySettings
+from .storage import Location, StorePath, location
 
 ASHA_STOPPED_FILE = "asha_stopped.json"
 OPTUNA_FILE = "optuna.db"
@@ -28,6 +29,7 @@ RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 ERROR_FILE = "error.txt"
 PROGRESS_FILE = "progress.json"
+TRAINER_STATE_FILE = "trainer_state.pth"   # in each of a trial's checkpoint_* folders
 PROGRESS_MAX_BYTES = 4096   # a record is a few hundred bytes: anything larger is not one
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
 
@@ -44,10 +46,19 @@ FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat
               (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
 
 
-def open_record(path: Path) -> tuple[io.BufferedReader, os.stat_result] | None:
+def open_record(path: Location) -> tuple[io.BufferedReader, os.stat_result] | None:
     """`path` opened for binary reading with its `stat`, or None when it is absent. It is opened without
     blocking (a named pipe would otherwise wait for a writer forever) and must be a regular file before
-    a byte is read; anything else raises `DamagedFile`."""
+    a byte is read; anything else raises `DamagedFile`. In an object store, a folder is the only thing
+    that can stand where a file belongs."""
+    if isinstance(path, StorePath):
+        try:
+            opened = path.open_record()
+        except OSError as err:
+            raise DamagedFile(f"{path.name}: cannot be read ({err.strerror or err})") from None
+        if opened and stat.S_ISDIR(opened[1].st_mode):
+            raise DamagedFile(f"{path.name}: a folder, not a regular file")
+        return opened
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError):  # absent, or its folder vanished or was replaced
@@ -92,10 +103,10 @@ class ResultRows:
     mtime: float = math.nan
 
 
-_row_cache: dict[Path, tuple[tuple[int, int, int], ResultRows]] = {}
+_row_cache: dict[Location, tuple[tuple[int, int, int], ResultRows]] = {}
 
 
-def read_result_rows(path: Path) -> ResultRows:
+def read_result_rows(path: Location) -> ResultRows:
     """Rows of a `result.json`, keeping the last row per epoch: a trial restored from a checkpoint
     repeats the epoch it resumed from. Lines that are not JSON objects, and rows whose `epoch` (else
     Tune's `training_iteration`) is not a positive integer, are skipped and counted. An infinite value
@@ -151,7 +162,7 @@ def is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 2**63
 
 
-def read_json(path: Path, default=None):
+def read_json(path: Location, default=None):
     """A JSON file, or `default` when it is absent. Raises `DamagedFile` when it is there but is no
     file or not JSON (a half-written record: the writers here replace files whole)."""
     opened = open_record(path)
@@ -174,7 +185,7 @@ def read_progress(folder: str | Path) -> InEpochProgress | None:
     no file yet, or one that is not a regular file, not such a record, or cannot be read. Never raises:
     the position is a live hint, and the next write replaces a damaged one."""
     try:
-        opened = open_record(Path(folder) / PROGRESS_FILE)
+        opened = open_record(location(folder) / PROGRESS_FILE)
     except DamagedFile:
         return None
     if opened is None:
@@ -188,7 +199,7 @@ def read_progress(folder: str | Path) -> InEpochProgress | None:
     return InEpochProgress.parse(data) if len(data) <= PROGRESS_MAX_BYTES else None
 
 
-def read_errors(folder: Path) -> tuple[int, str, float]:
+def read_errors(folder: Location) -> tuple[int, str, float]:
     """(failures, last failure's first line, error file's modification time) from Tune's error.txt.
     Raises `DamagedFile` when error.txt is there but is no file."""
     opened = open_record(folder / ERROR_FILE)
@@ -206,7 +217,7 @@ def read_errors(folder: Path) -> tuple[int, str, float]:
     return len(blocks), message[:300], info.st_mtime
 
 
-def read_trial(folder: Path) -> TrialFiles:
+def read_trial(folder: Location) -> TrialFiles:
     """One trial folder; each record that cannot be read is noted in `damaged` and read as absent."""
     damaged = []
 
@@ -235,7 +246,7 @@ def read_trial(folder: Path) -> TrialFiles:
                       infinite=results.infinite)
 
 
-def _mtime(path: Path) -> float:
+def _mtime(path: Location) -> float:
     """A regular file's modification time; NaN when it is absent or no file."""
     try:
         info = path.stat()
@@ -244,7 +255,7 @@ def _mtime(path: Path) -> float:
     return info.st_mtime if stat.S_ISREG(info.st_mode) else math.nan
 
 
-def _present(path: Path) -> bool:
+def present(path: Location) -> bool:
     """Whether anything is at `path`; something that cannot even be looked at counts (it is damaged)."""
     try:
         path.lstat()
@@ -255,7 +266,7 @@ def _present(path: Path) -> bool:
     return True
 
 
-def trial_folders(folder: Path) -> list[Path]:
+def trial_folders(folder: Location) -> list[Location]:
     """Tune's trial folders: any sub-folder holding a params.json or result.json (whatever they are)."""
     try:
         entries = list(folder.iterdir())
@@ -263,18 +274,18 @@ def trial_folders(folder: Path) -> list[Path]:
         raise ExperimentError(f"{folder}: no such folder (it was removed while being read)") from None
     except OSError as err:
         raise ExperimentError(f"{folder}: cannot be read ({err.strerror or err})") from None
-    return sorted(p for p in entries
-                  if _is_folder(p) and (_present(p / PARAMS_FILE) or _present(p / RESULT_FILE)))
+    trials = [p for p in entries if _is_folder(p) and (present(p / PARAMS_FILE) or present(p / RESULT_FILE))]
+    return sorted(trials, key=lambda p: p.name)
 
 
-def _is_folder(path: Path) -> bool:
+def _is_folder(path: Location) -> bool:
     try:
         return path.is_dir()
     except OSError:  # a name too long, a loop of links: not a trial folder
         return False
 
 
-def check_experiment_folder(folder: Path) -> None:
+def check_experiment_folder(folder: Location) -> None:
     try:
         info = folder.stat()
     except (FileNotFoundError, NotADirectoryError):
@@ -283,16 +294,16 @@ def check_experiment_folder(folder: Path) -> None:
         raise ExperimentError(f"{folder}: cannot be read ({err.strerror or err})") from None
     if not stat.S_ISDIR(info.st_mode):
         raise ExperimentError(f"{folder}: not a folder")
-    if _present(folder / SETTINGS_FILE) or any(folder.glob(EXPERIMENT_STATE_GLOB)) or trial_folders(folder):
+    if present(folder / SETTINGS_FILE) or any(folder.glob(EXPERIMENT_STATE_GLOB)) or trial_folders(folder):
         return
     raise ExperimentError(f"{folder}: not an experiment folder (no {SETTINGS_FILE}, no Tune experiment state, "
                           f"no trial folders)")
 
 
-def read_settings(folder: Path) -> dict:
+def read_settings(folder: Location) -> dict:
     """`study.json`, read and checked through the one model of it (`results.settings`), as a plain dict
     ({} for a plain Tune experiment without one)."""
-    if not _present(folder / SETTINGS_FILE):
+    if not present(folder / SETTINGS_FILE):
         return {}
     try:
         return StudySettings.load(folder).model_dump(mode="json")
@@ -300,7 +311,7 @@ def read_settings(folder: Path) -> dict:
         raise ExperimentError(str(err).removeprefix(f"{SETTINGS_FILE}: ")) from None
 
 
-def read_asha_stopped(folder: Path) -> set[str]:
+def read_asha_stopped(folder: Location) -> set[str]:
     """Trials ASHA stopped on purpose. Raises `DamagedFile` when the record is there but unreadable."""
     stopped = read_json(folder / ASHA_STOPPED_FILE, default=[])
     if not isinstance(stopped, list):

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from .storage import local_outputs
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -99,13 +101,14 @@ def write_figures(exp: Experiment, folder: Path, baseline: Experiment | None = N
 
 
 def write_report(exp: Experiment, output: str | Path | None = None, baseline: Experiment | None = None) -> Path:
-    """Write the report folder (default `<experiment>/report/`) and return its `index.html`. A folder
+    """Write the report folder (default `<experiment>/report/`; `./NAME/report/` for an experiment in an
+    object store) and return its `index.html`. A folder
     that cannot take it is refused first; every table, figure and the page are then made in memory,
     so a report that fails (a baseline that is not comparable, a figure that cannot be drawn) writes
     nothing, and a write that fails (a full disk) leaves the previous report as it was. Each damaged
     record the reader noted (`exp.warnings()`) is printed as a warning. Raises `ReportError`."""
     option = "--output" if output else "report"
-    folder = Path(output).expanduser() if output else exp.path / "report"
+    folder = Path(output).expanduser() if output else local_outputs(exp.path) / "report"
     check_report_folder(folder, option)
     for warning in exp.warnings():
         print(f"warning: {warning}", file=sys.stderr)

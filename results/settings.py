@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -19,6 +18,7 @@ from balpoe.config import UINT32_MAX, Config, ConfigError, config_error
 from search_spaces import SpaceError, get_space, resolve_ranges
 
 from .optuna_db import hide_password, storage_url_problem
+from .storage import Location, join, location
 
 SETTINGS_FILE = "study.json"
 STARTED_FILE = ".study-started.json"  # study.json as the study started: a started study cannot change
@@ -32,16 +32,12 @@ class StudyError(ValueError):
     """Bad study input; the message names the option. Raised before Ray starts."""
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
 class StudySettings(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
     kind: Literal["baseline", "search"]
     name: str
-    storage_path: str                                  # absolute filesystem path (URIs are refused)
+    storage_path: str                                  # absolute folder, or an object store's URI (s3://…)
     base: Config                                       # the recipe every trial starts from
     seeds: tuple[int, ...] = (1,)
     space: str | None = None
@@ -81,7 +77,7 @@ class StudySettings(BaseModel):
     # --- derived views ----------------------------------------------------------------------------
     @property
     def experiment_dir(self) -> str:
-        return self.storage_path.rstrip("/") + "/" + self.name
+        return join(self.storage_path, self.name)
 
     @property
     def epochs(self) -> int:
@@ -111,9 +107,6 @@ class StudySettings(BaseModel):
     # --- checks: only check, never rewrite ------------------------------------------------------
     @model_validator(mode="after")
     def _check(self) -> "StudySettings":
-        if is_uri(self.storage_path):
-            raise StudyError(f"--storage-path: {self.storage_path} is a URI; studies write their settings and "
-                             f"Optuna database beside the trials, so use a filesystem path (shared on clusters)")
         if (not self.name or "/" in self.name or self.name in (".", "..") or not self.name.isprintable()
                 or len(self.name.encode()) > 200):
             raise StudyError(f"--name: must be a folder name: not empty, no '/', not '.' or '..', no control "
@@ -187,18 +180,18 @@ class StudySettings(BaseModel):
                 raise StudyError(f"--objectives: mode for {metric} must be max or min (got {mode!r})")
 
     # --- the file ---------------------------------------------------------------------------------
-    def save(self, folder: str | Path) -> None:
+    def save(self, folder: str | Location) -> None:
         """`study.json`, and the hidden copy that `changes_since_start` compares it with."""
         text = self.model_dump_json(indent=2) + "\n"
-        Path(folder, STARTED_FILE).write_text(text)
-        Path(folder, SETTINGS_FILE).write_text(text)
+        (location(folder) / STARTED_FILE).write_text(text)
+        (location(folder) / SETTINGS_FILE).write_text(text)
 
-    def changes_since_start(self, folder: str | Path) -> list[str]:
+    def changes_since_start(self, folder: str | Location) -> list[str]:
         """Fields whose value differs from the study's start (`field: old → new`). Tune resumes with
         what the study started with, so an edited study.json would be half applied. A folder moved or
         copied keeps its study: its place and name may differ. Empty for folders without the copy."""
         try:
-            started = json.loads(Path(folder, STARTED_FILE).read_text(encoding="utf-8"))
+            started = json.loads((location(folder) / STARTED_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return []
         def flat(values: dict) -> dict:
@@ -210,9 +203,9 @@ class StudySettings(BaseModel):
                 for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
 
     @classmethod
-    def load(cls, folder: str | Path) -> "StudySettings":
+    def load(cls, folder: str | Location) -> "StudySettings":
         """Read and check a study's `study.json`, so that a damaged one is named before anything runs."""
-        path = Path(folder, SETTINGS_FILE)
+        path = location(folder) / SETTINGS_FILE
         try:
             if not path.is_file():
                 raise OSError("not a regular file" if path.exists() else "no such file")

@@ -24,10 +24,10 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as StillReading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from .experiment import Experiment, load_experiment
+from .storage import Location, StorePath
 from .reader import (ASHA_STOPPED_FILE, ERROR_FILE, PARAMS_FILE, RESULT_FILE, SETTINGS_FILE, ExperimentError,
                      check_experiment_folder)
 
@@ -114,9 +114,12 @@ def file_state(path: str) -> tuple:
     return stat.S_IFMT(info.st_mode), info.st_ino, info.st_size, info.st_mtime_ns
 
 
-def fingerprint(folder: Path) -> tuple:
+def fingerprint(folder: Location) -> tuple:
     """Every name in the folder, with the state of each file the reader would open there and in its
-    sub-folders (the trials). Raises OSError when the folder cannot be listed."""
+    sub-folders (the trials). Raises OSError when the folder cannot be listed. In an object store: the
+    size and time of every such object, from one listing."""
+    if isinstance(folder, StorePath):
+        return store_fingerprint(folder)
     marks = []
     with os.scandir(folder) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
@@ -127,6 +130,22 @@ def fingerprint(folder: Path) -> tuple:
             else:
                 marks.append((entry.name, None))
     return tuple(marks)
+
+
+def store_fingerprint(folder: StorePath) -> tuple:
+    files = folder.files_below()
+    if not files and not folder.exists():
+        raise FileNotFoundError(2, "no such folder", str(folder))
+    prefix = folder.path + "/"
+    marks = []
+    for info in files:
+        name = info.path.removeprefix(prefix)
+        parts = name.split("/")
+        if (len(parts) == 1 and name in EXPERIMENT_FILES) or (len(parts) == 2 and parts[1] in TRIAL_FILES):
+            marks.append((name, (info.size, info.mtime_ns)))
+        elif len(parts) <= 2:
+            marks.append((name, None))
+    return tuple(sorted(marks))
 
 
 def _is_folder(entry: os.DirEntry) -> bool:
@@ -147,17 +166,17 @@ class Snapshots:
     (`pending`). A snapshot checked less than `recheck_s` ago is served without looking at the files
     again: under a burst of requests a folder is looked at once a second, not once a request."""
 
-    def __init__(self, load: Callable[[Path], Experiment] = load_experiment, recheck_s: float = 1.0,
+    def __init__(self, load: Callable[[Location], Experiment] = load_experiment, recheck_s: float = 1.0,
                  prepare: Callable[[Snapshot], None] | None = None, readers: int = 2):
         self._load = load
         self._prepare = prepare
         self.recheck_s = recheck_s
-        self._current: dict[Path, Snapshot] = {}
-        self._reading: dict[Path, Future] = {}
+        self._current: dict[Location, Snapshot] = {}
+        self._reading: dict[Location, Future] = {}
         self._guard = threading.Lock()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="experiment-reader")
 
-    def get(self, folder: Path, wait_s: float | None = None) -> Snapshot:
+    def get(self, folder: Location, wait_s: float | None = None) -> Snapshot:
         start = time.monotonic()
         current = self._current.get(folder)
         if current is not None and start - current.checked < self.recheck_s:
@@ -180,13 +199,13 @@ class Snapshots:
         except StillReading:
             return Snapshot(marks, None, pending=True)
 
-    def keep_only(self, folders: set[Path]) -> None:
+    def keep_only(self, folders: set[Location]) -> None:
         """Forget folders that are gone (the index lists what is there now)."""
         with self._guard:
             for folder in set(self._current) - folders:
                 self._current.pop(folder, None)
 
-    def _read_and_keep(self, folder: Path, marks: tuple, start: float) -> Snapshot:
+    def _read_and_keep(self, folder: Location, marks: tuple, start: float) -> Snapshot:
         try:
             snapshot = self._read(folder, marks)
             first = folder not in self._current
@@ -214,7 +233,7 @@ class Snapshots:
                 log.exception("cannot prepare the views of %s", snapshot.experiment.path)
 
     @staticmethod
-    def _fingerprint(folder: Path) -> tuple:
+    def _fingerprint(folder: Location) -> tuple:
         try:
             return fingerprint(folder)
         except OSError:
@@ -222,7 +241,7 @@ class Snapshots:
                 raise NotAnExperiment(folder) from None
             return (("error",),)  # listed but not readable: the reading below says why
 
-    def _read(self, folder: Path, marks: tuple) -> Snapshot:
+    def _read(self, folder: Location, marks: tuple) -> Snapshot:
         try:
             check_experiment_folder(folder)
         except ExperimentError:
@@ -235,7 +254,7 @@ class Snapshots:
             return Snapshot(marks, None, problem(err, folder))
 
 
-def problem(err: Exception, folder: Path) -> str:
+def problem(err: Exception, folder: Location) -> str:
     """Why an experiment cannot be read, in a line for its row and its page."""
     if isinstance(err, ExperimentError):
         return str(err)

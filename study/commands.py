@@ -3,6 +3,8 @@ without Ray, while a study runs or after it crashed. Imported only when one of t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import tempfile
 from pathlib import Path
 
 from balpoe.checkpoint import CheckpointError, trainer_from_checkpoint
@@ -11,6 +13,8 @@ from balpoe.datasets import DataError
 from balpoe.export import export_logits
 from results import ExperimentError, load_experiment
 from results.console import progress_text, trials_text
+from results.reader import TRAINER_STATE_FILE, present
+from results.storage import Location, local_outputs
 from results.report import ReportError, write_report
 from results.stats import NotComparable
 
@@ -67,15 +71,29 @@ def export(args: argparse.Namespace) -> int:
             raise StudyError(f"--trial: no trial {args.trial!r} in {exp.name!r}; trials: "
                              f"{', '.join(exp.trials['trial_id']) or 'none yet'}")
         trial = chosen.iloc[0]
-    checkpoints = sorted((exp.path / trial["folder"]).glob("checkpoint_*/trainer_state.pth"))
+    checkpoints = sorted((folder / TRAINER_STATE_FILE for folder in (exp.path / trial["folder"]).glob("checkpoint_*")
+                          if present(folder / TRAINER_STATE_FILE)), key=str)
     if not checkpoints:
         raise StudyError(f"--trial: trial {trial['trial_id']} has no checkpoint yet")
-    output = Path(args.output) if args.output else exp.path / "exports" / f"trial_{trial['trial_id']}"
+    output = Path(args.output) if args.output else local_outputs(exp.path) / "exports" / f"trial_{trial['trial_id']}"
     check_output_folder(output, "--output")
     print(f"trial {trial['trial_id']} ({trial['status']}, epoch {trial['epochs_run']}): {checkpoints[-1]}")
-    try:
-        trainer = trainer_from_checkpoint(str(checkpoints[-1]), args.data_dir, args.device)
-    except (CheckpointError, DataError) as err:
-        raise StudyError(f"--trial: {err}") from None
-    export_logits(trainer, checkpoints[-1], output, args.splits)
+    with local_copy(checkpoints[-1]) as checkpoint:
+        try:
+            trainer = trainer_from_checkpoint(str(checkpoint), args.data_dir, args.device)
+        except (CheckpointError, DataError) as err:
+            raise StudyError(f"--trial: {err}") from None
+        export_logits(trainer, checkpoint, output, args.splits, checkpoint_name=str(checkpoints[-1]))
     return 0
+
+
+@contextlib.contextmanager
+def local_copy(path: Location):
+    """A checkpoint as a local file: itself, or a copy of one in an object store while it is used."""
+    if isinstance(path, Path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="balpoe-export-") as folder:
+        copy = Path(folder, path.name)
+        copy.write_bytes(path.read_bytes())
+        yield copy

@@ -12,10 +12,11 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from .cluster import check_cluster_options, check_port
-from .settings import StudyError
+from results.storage import StorePath, location
+
+from .settings import StudyError, check_object_store, storage_root
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -97,11 +98,10 @@ def run(args: argparse.Namespace) -> int:
 
     from .cluster import start_ray
     from .commands import open_experiment
-    try:
-        storage = Path(args.storage_path).expanduser().resolve()
-    except RuntimeError:  # "~user" that names no user
-        raise StudyError(f"--storage-path: '~' names no home directory here (got {args.storage_path!r})") from None
-    if not storage.is_dir():
+    storage = location(storage_root(args.storage_path))
+    if isinstance(storage, StorePath):
+        check_object_store(str(storage))
+    elif not storage.is_dir():
         raise StudyError(f"--storage-path: {storage} is not a folder of experiments")
     if args.name:
         open_experiment(args.name, str(storage))  # exit 2 for an unknown name, before Ray starts

@@ -14,13 +14,17 @@ import sys
 
 from ray.tune import Callback
 
+from results.storage import StorePath
+
+from .ray_internals import trial_location
 from .settings import free_mb
 
 
 class DiskGuard(Callback):
     """Interrupts the study (like Ctrl-C) once free space where its trials write drops below
     `reserve_mb`. It asks each trial's folder (Tune places those where the experiment is now, even
-    after the folder was moved), so a resumed study checks the right disk."""
+    after the folder was moved), so a resumed study checks the right disk; with an object store, the
+    disk of the driver's copy of the trial's files."""
 
     def __init__(self, reserve_mb: float):
         self.reserve_mb = reserve_mb
@@ -33,13 +37,15 @@ class DiskGuard(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self.tripped:
             return
+        folder = trial_location(trial)
+        where = trial.local_path if isinstance(folder, StorePath) else folder  # a store: the driver's own copy
         try:
-            free = free_mb(trial.path)
+            free = free_mb(where)
         except (OSError, TypeError, ValueError):  # not a local folder (yet)
             return
         if free < self.reserve_mb:
             self.tripped = True
-            print(f"error: --storage-path: only {free:.0f} MB free under {trial.path} (the study keeps "
+            print(f"error: --storage-path: only {free:.0f} MB free under {where} (the study keeps "
                   f"{self.reserve_mb:g} MB for checkpoints and its own state, --min-free-mb); stopping the study "
                   f"cleanly: free some space, then resume it", file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop, as for Ctrl-C

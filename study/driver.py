@@ -12,13 +12,13 @@ import os
 import shlex
 import signal
 import sys
-from pathlib import Path
 
 import ray
 
 from results import load_experiment
 from results.console import progress_text, trials_text
 from results.optuna_db import hide_password
+from results.storage import location
 
 from . import dashboard
 from .cluster import check_schedulable, check_shared_storage, start_ray
@@ -62,7 +62,7 @@ def resolve_resources(settings: StudySettings) -> StudySettings:
 def completed_experiment(settings: StudySettings):
     """The experiment if it has nothing left to run, judged from the files (Tune shows interrupted
     trials as terminated); else None."""
-    if not any(Path(settings.experiment_dir).glob("experiment_state-*.json")):
+    if not any(location(settings.experiment_dir).glob("experiment_state-*.json")):
         return None
     exp = load_experiment(settings.experiment_dir)
     return exp if exp.progress()["complete"] else None
@@ -110,7 +110,7 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
     try:
         if not resume:
             settings = resolve_resources(settings)
-            Path(settings.experiment_dir).mkdir(parents=True, exist_ok=True)
+            location(settings.experiment_dir).mkdir(parents=True, exist_ok=True)
             settings.save(settings.experiment_dir)
         if args.serve_results:
             url = dashboard.deploy(settings.storage_path, args.results_host, args.results_port, args.refresh,

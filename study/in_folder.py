@@ -13,18 +13,20 @@ from pathlib import Path
 
 from ray.tune.schedulers import FIFOScheduler
 
-from .ray_internals import experiment_location, move_trial
+from results.storage import StorePath
+
+from .ray_internals import experiment_location, move_trial, trial_location
 from .searcher import OptunaSearcher
 
 
 class InFolder:
     """Scheduler mixin (list it before the scheduler class). `folder` is None until the first trial is shown."""
-    folder: Path | None = None
+    folder: Path | StorePath | None = None
     location = None
 
     def on_trial_add(self, tune_controller, trial) -> None:
         if self.location is None:
-            self.location, self.folder = experiment_location(trial), Path(trial.remote_experiment_path)
+            self.location, self.folder = experiment_location(trial), trial_location(trial, experiment=True)
             self.on_folder_known(tune_controller)
         elif experiment_location(trial)[1:] != self.location[1:]:
             move_trial(trial, self.location)

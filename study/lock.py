@@ -5,6 +5,11 @@ write into one folder. The lock is `flock` on `.study.lock` in the experiment fo
 says who holds it (pid, host, start time, command), so a second driver is told whom it collides with.
 The kernel drops a `flock` when its process dies, so a driver killed without cleaning up leaves only
 the file: the next driver takes the lock and says that it found one left behind — never silently.
+
+An object store has no lock. There a driver holds a lease instead: `.study.lease` names it and is
+rewritten every LEASE_RENEW_S seconds, and a second driver refuses to start while the lease is fresher
+than LEASE_STALE_S. It is a check, not a lock: two drivers started within a second of each other can
+both pass it, and the driver says so when it takes the lease.
 """
 from __future__ import annotations
 
@@ -13,12 +18,23 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
 from results.settings import StudyError
+from results.storage import Location, StorePath, location
 
 LOCK_FILE = ".study.lock"
+LEASE_FILE = ".study.lease"
+LEASE_RENEW_S = 30.0
+LEASE_STALE_S = 120.0
+
+
+def study_lock(folder: str | Location, name: str):
+    """The lock of a local experiment folder, the lease of one in an object store."""
+    where = location(folder)
+    return StoreLease(where, name) if isinstance(where, StorePath) else StudyLock(where, name)
 
 
 class StudyLock:
@@ -78,6 +94,77 @@ class StudyLock:
         self.handle = None
         if self.created_folder and not any(self.folder.iterdir()):
             self.folder.rmdir()
+
+
+class StoreLease:
+    """One driver per experiment in an object store, as far as a store allows (see the module's text)."""
+
+    def __init__(self, folder: StorePath, name: str, renew_s: float = LEASE_RENEW_S,
+                 stale_s: float = LEASE_STALE_S, clock=time.time):
+        self.record, self.name = folder / LEASE_FILE, name
+        self.renew_s, self.stale_s, self.clock = renew_s, stale_s, clock
+        self.holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
+        self.stop = threading.Event()
+        self.renewer: threading.Thread | None = None
+
+    def __enter__(self) -> "StoreLease":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        held = self._read()
+        if held:
+            age = self.clock() - held.get("renewed", 0)
+            if age < self.stale_s:
+                raise StudyError(f"--name: experiment {self.name!r} is in use by another study driver "
+                                 f"({describe(held)}; its lease was renewed {max(0, age):.0f} s ago); wait for it "
+                                 f"to end, or pick another --name")
+            print(f"note: experiment {self.name!r} was held by a driver whose lease ran out {age:.0f} s ago "
+                  f"({describe(held)}); this driver takes it over", file=sys.stderr)
+        self._write()
+        print(f"note: {self.record.parent} is in an object store, which has no locks: this driver holds a lease "
+              f"that it renews every {self.renew_s:g} s, and another driver of experiment {self.name!r} is "
+              f"refused while it is fresh; two drivers started at the same moment are not caught",
+              file=sys.stderr)
+        self.renewer = threading.Thread(target=self._renew, name="study-lease", daemon=True)
+        self.renewer.start()
+
+    def _read(self) -> dict:
+        try:
+            held = json.loads(self.record.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return {"unreadable": True, "renewed": 0}
+        return held if isinstance(held, dict) else {"unreadable": True, "renewed": 0}
+
+    def _write(self) -> None:
+        try:
+            self.record.write_text(json.dumps({**self.holder, "renewed": self.clock()}))
+        except OSError as err:
+            raise StudyError(f"--storage-path: cannot write {self.record} ({err})") from None
+
+    def _renew(self) -> None:
+        while not self.stop.wait(self.renew_s):
+            try:
+                self._write()
+            except StudyError as err:  # the store is away for now: try again at the next renewal
+                print(f"warning: {err}", file=sys.stderr, flush=True)
+
+    def release(self) -> None:
+        if self.renewer is None:
+            return
+        self.stop.set()
+        self.renewer.join()
+        self.renewer = None
+        try:
+            self.record.unlink(missing_ok=True)
+        except OSError:  # the lease runs out by itself
+            pass
 
 
 def describe(holder: dict) -> str:

@@ -27,6 +27,8 @@ from results.in_epoch import (InEpochProgress, epoch_fraction_done, epoch_pace, 
 from results.reader import read_progress
 from results.stats import asha_rungs
 
+from .ray_internals import trial_location
+
 TIMED_EPOCHS = 20  # recent epoch durations the ETA's pace is the median of
 TRIAL_EPOCHS = 5   # a trial's own recent epoch durations its ETA's pace is the median of
 
@@ -112,8 +114,8 @@ class CompactProgress(Callback):
         """The in-epoch position of each running trial that has one, read from its folder now."""
         found = {}
         for trial in trials:
-            folder = getattr(trial, "path", None)
-            position = read_progress(folder) if trial.status == "RUNNING" and folder else None
+            placed = trial.status == "RUNNING" and getattr(trial, "storage", None) is not None
+            position = read_progress(trial_location(trial)) if placed else None
             if position is not None:
                 found[trial.trial_id] = position
         return found

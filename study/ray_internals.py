@@ -75,6 +75,14 @@ def experiment_location(trial) -> ExperimentLocation:
     return ExperimentLocation(storage.storage_filesystem, storage.storage_fs_path, storage.experiment_dir_name)
 
 
+def trial_location(trial, experiment: bool = False):
+    """Where a trial's folder (or its experiment's) is on the storage path: a `Path`, or a `StorePath` in an
+    object store, on the very filesystem Tune writes it through."""
+    from results.storage import on_filesystem
+    storage = trial.storage
+    return on_filesystem(storage.storage_filesystem, storage.experiment_fs_path if experiment else storage.trial_fs_path)
+
+
 def move_trial(trial, location: ExperimentLocation) -> None:
     """Put a trial that has not started into the experiment at `location`, as Tune itself re-bases the
     trials it restores (`TuneController._restore_trials`). Tune does not do so for the trials a restored

@@ -16,7 +16,7 @@ from balpoe.datasets import DataError
 from search_spaces import SpaceError
 
 from .cluster import DEFAULT_DASHBOARD_PORT, check_cluster_options, keep_token_auth
-from .lock import StudyLock
+from .lock import study_lock
 from .options import build_parser
 from .settings import StudyError, check_fresh, resume_command, resume_settings, settings_from_args
 
@@ -46,7 +46,7 @@ def resume(args) -> int:
     if settings.kind == "search":
         from .searcher import check_optuna_storage
         check_optuna_storage(settings.experiment_dir, settings.optuna_storage)
-    with StudyLock(settings.experiment_dir, settings.name):
+    with study_lock(settings.experiment_dir, settings.name):
         complete = completed_experiment(settings)
         if complete is not None:
             print(f"{settings.kind} '{settings.name}' is already complete; nothing to resume")
@@ -60,7 +60,7 @@ def resume(args) -> int:
 def new_study(args) -> int:
     settings = settings_from_args(args)
     from .driver import run_study
-    with StudyLock(settings.experiment_dir, settings.name):  # held until the study ends
+    with study_lock(settings.experiment_dir, settings.name):  # held until the study ends
         check_fresh(settings)
         if settings.optuna_storage is not None:  # a database other experiments may share: this name is free there
             from .searcher import check_optuna_storage

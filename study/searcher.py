@@ -18,6 +18,8 @@ experiment name; the URL is pickled, as it is written in study.json, so a resume
 from __future__ import annotations
 
 import pickle
+import sqlite3
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,21 +32,53 @@ from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUnifo
 from results.optuna_db import (StorageError, close_storage, folder_storage_url, hide_password, open_storage,
                                optuna_db_problem, storage_at)
 from results.reader import EXPERIMENT_STATE_GLOB, OPTUNA_FILE, read_settings
+from results.storage import Location, StorePath, location
 
 from .settings import StudyError
 
-NOT_PICKLED = ("study", "storage", "live", "folder")  # an open database, and where it is
+NOT_PICKLED = ("study", "storage", "live", "folder", "mirror")  # an open database, and where it is
 
 
-def check_optuna_storage(folder: str | Path, storage_url: str | None = None, new: bool = False) -> None:
+class StoreMirror:
+    """Optuna's record of a search whose experiment is in an object store, where SQLite cannot write.
+
+    The study is kept in a SQLite file on the driver's disk, and after every change the searcher makes
+    (a trial asked, an epoch reported, a trial told) a consistent copy of it (SQLite's backup API) replaces
+    `optuna.db` in the experiment's folder in the store. A driver that resumes the search, on this machine
+    or another, starts from that copy: it holds every trial up to the last change."""
+
+    def __init__(self, remote: StorePath):
+        self.remote = remote
+        self.local = Path(tempfile.mkdtemp(prefix="balpoe-optuna-")) / OPTUNA_FILE
+        try:
+            self.local.write_bytes(remote.read_bytes())
+        except FileNotFoundError:  # a new search
+            pass
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.local}"
+
+    def push(self) -> None:
+        copy = self.local.with_suffix(".copy")
+        with sqlite3.connect(self.local) as source, sqlite3.connect(copy) as target:
+            source.backup(target)
+        source.close()
+        target.close()
+        self.remote.write_bytes(copy.read_bytes())
+        copy.unlink()
+
+
+def check_optuna_storage(folder: str | Location, storage_url: str | None = None, new: bool = False) -> None:
     """Before Ray starts: Optuna's record can be written. Without `storage_url`, the folder's `optuna.db`
     (when there is one) is an SQLite database this driver can write: Optuna would answer each fault with
     the same unrelated error. With one (`--optuna-storage`), the database answers within a bounded time and,
     since it may hold other experiments' studies, a `new` search's name is not taken there, and a resumed
     search's study is there."""
-    folder = Path(folder)
+    folder = location(folder)
     if storage_url is None:
-        problem = optuna_db_problem(folder / OPTUNA_FILE, writing=True)
+        problem = optuna_db_problem(folder / OPTUNA_FILE, writing=True) if isinstance(folder, Path) else \
+            store_record_problem(folder / OPTUNA_FILE)
         if problem:
             raise StudyError(f"{OPTUNA_FILE}: {problem}; a search resumes only with its own Optuna record: stop "
                              f"what holds it, or put back the file from a copy of the experiment folder")
@@ -65,6 +99,17 @@ def check_optuna_storage(folder: str | Path, storage_url: str | None = None, new
                          f"name, from another storage path?); pick another --name")
     if started and name not in names:
         raise StudyError(lost)
+
+
+def store_record_problem(record: StorePath) -> str | None:
+    """`optuna_db_problem` for an experiment in an object store: the copy the searcher would start from."""
+    if not record.exists():
+        return None
+    if record.is_dir():
+        return f"{record} is a folder, not Optuna's SQLite database"
+    mirror = StoreMirror(record)
+    problem = optuna_db_problem(mirror.local)
+    return problem.replace(str(mirror.local), str(record)) if problem else None
 
 
 def to_distribution(name: str, domain: Domain) -> BaseDistribution:
@@ -118,25 +163,35 @@ class OptunaSearcher(Searcher):
         none stays running forever."""
         if getattr(self, "storage", None) is not None:
             close_storage(self.storage)
-        self.storage = storage_at(self.storage_url or folder_storage_url(folder, OPTUNA_FILE))
+        folder = location(folder)
+        self.mirror = StoreMirror(folder / OPTUNA_FILE) if isinstance(folder, StorePath) and not self.storage_url \
+            else None
+        url = self.storage_url or (self.mirror.url if self.mirror else folder_storage_url(folder, OPTUNA_FILE))
+        self.storage = storage_at(url)
         self.study = optuna.create_study(
             storage=self.storage, sampler=self.sampler, pruner=optuna.pruners.NopPruner(),
             study_name=self.study_name, load_if_exists=True,
             directions=["maximize" if mode == "max" else "minimize" for mode in self.modes])
-        self.folder, self.live = Path(folder).resolve(), {}
+        self.folder, self.live = folder.resolve(), {}
         if not self.study.trials and self.seed_point:
             self.study.enqueue_trial(self.seed_point)
         known = set(self.trial_numbers.values())
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.number not in known:
                 self.study.tell(trial.number, state=TrialState.FAIL)
+        self.changed()
+
+    def changed(self) -> None:
+        """After each change to the study: its copy in the object store, when the experiment is in one."""
+        if self.mirror is not None:
+            self.mirror.push()
 
     def __getstate__(self) -> dict:
         return {key: value for key, value in self.__dict__.items() if key not in NOT_PICKLED}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.study = self.storage = self.folder = None
+        self.study = self.storage = self.folder = self.mirror = None
         self.live: dict[str, optuna.Trial] = {}
 
     def save(self, checkpoint_path: str) -> None:
@@ -157,6 +212,7 @@ class OptunaSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict:
         trial = self.opened().ask(self.distributions)
         self.live[trial_id], self.trial_numbers[trial_id] = trial, trial.number
+        self.changed()
         return dict(trial.params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -181,6 +237,7 @@ class OptunaSearcher(Searcher):
             else:  # Optuna tells FAIL for a NaN, with a warning
                 study.tell(number, values if self.multi_objective else values[0], skip_if_finished=True)
         self.live.pop(trial_id, None)
+        self.changed()
 
     # --- helpers -----------------------------------------------------------------------------------
     def opened(self) -> optuna.Study:
@@ -198,6 +255,7 @@ class OptunaSearcher(Searcher):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The reported value is ignored because")
             trial.report(float(result[self.metric]), int(result.get("epoch", result.get("training_iteration"))))
+        self.changed()
 
     def running_trial(self, trial_id: str) -> optuna.Trial | None:
         """The Optuna trial of a Tune trial that is still RUNNING in Optuna; after a resume it is found again

@@ -18,10 +18,11 @@ from balpoe.files import writable_folder_problem
 from balpoe.provenance import provenance
 from results.optuna_db import hide_password, resolved_storage_url
 from results.settings import (SETTINGS_FILE, StudyError, StudySettings, default_grace_period,
-                              default_startup_trials, is_uri)
+                              default_startup_trials)
+from results.storage import Location, StorePath, is_uri, join, location
 from search_spaces import get_space, resolve_ranges
 
-from .lock import LOCK_FILE
+from .lock import LEASE_FILE, LOCK_FILE
 
 __all__ = ["SETTINGS_FILE", "StudyError", "StudySettings", "is_uri", "settings_from_args", "resume_settings"]
 
@@ -51,8 +52,14 @@ def base_config(args: argparse.Namespace) -> Config:
 def storage_root(path: str) -> str:
     if not path:
         raise StudyError("--storage-path: name a folder, e.g. ./runs (got '')")
+    if is_uri(path):
+        try:
+            return str(location(path))
+        except ValueError as err:
+            raise StudyError(f"--storage-path: {err}; give a folder, or a URI of an object store Ray Tune "
+                             f"writes to (s3://BUCKET/PATH, gs://BUCKET/PATH)") from None
     try:
-        return path if is_uri(path) else str(Path(path).expanduser().resolve())
+        return str(Path(path).expanduser().resolve())
     except RuntimeError:  # "~user" that names no user
         raise StudyError(f"--storage-path: '~' names no home directory here (got {path!r})") from None
 
@@ -99,6 +106,9 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         if args.grace_period is not None:
             values["grace_period"] = args.grace_period
     settings = StudySettings(**values)
+    if is_uri(settings.storage_path):
+        check_object_store(settings.storage_path)
+        return settings
     problem = writable_folder_problem(settings.storage_path)
     if problem:
         raise StudyError(f"--storage-path: {problem}")
@@ -130,8 +140,8 @@ def check_not_searched(args: argparse.Namespace, space) -> None:
 
 def check_fresh(settings: StudySettings) -> None:
     """The experiment folder is new (it holds only this study's lock): never someone else's files."""
-    folder, root = Path(settings.experiment_dir), settings.storage_path
-    if any(p.name != LOCK_FILE for p in folder.iterdir()):
+    folder, root = location(settings.experiment_dir), settings.storage_path
+    if any(p.name not in (LOCK_FILE, LEASE_FILE) for p in _entries(folder)):
         if (folder / SETTINGS_FILE).exists():
             raise StudyError(f"--name: experiment {settings.name!r} already exists in {root}; continue it with "
                              f"`python -m study.run resume {settings.name} --storage-path {root}` or pick "
@@ -140,14 +150,25 @@ def check_fresh(settings: StudySettings) -> None:
                          f"pick another --name or --storage-path")
 
 
-def experiment_folder(name: str, storage_path: str) -> Path:
-    """A name is a folder under the storage path; a name with a slash is the folder's own path."""
-    return Path(name) if "/" in name else Path(storage_root(storage_path)) / name
+def _entries(folder: Location) -> list:
+    try:
+        return list(folder.iterdir())
+    except FileNotFoundError:  # an object store has no empty folders
+        return []
+
+
+def experiment_folder(name: str, storage_path: str) -> Location:
+    """A name is a folder under the storage path; a name with a slash is the folder's own path (or URI)."""
+    if "/" in name:
+        return location(name)
+    return location(join(storage_root(storage_path), name))
 
 
 def resume_settings(args: argparse.Namespace) -> StudySettings:
     """The study's saved settings, placed where its folder is now (it may have been moved or copied)."""
     folder = experiment_folder(args.name, args.storage_path)
+    if isinstance(folder, StorePath):
+        check_object_store(str(folder.parent))
     if not (folder / SETTINGS_FILE).exists():
         raise StudyError(f"resume: no study at {folder} (no {SETTINGS_FILE}); check the name and --storage-path")
     saved = StudySettings.load(folder)
@@ -157,6 +178,15 @@ def resume_settings(args: argparse.Namespace) -> StudySettings:
                          f"({'; '.join(changed)}); a started study keeps its settings: put the values back, or "
                          f"start a new study with them (another --name)")
     return saved.with_changes(storage_path=str(folder.resolve().parent), name=folder.name)
+
+
+def check_object_store(uri: str) -> None:
+    """Before Ray starts, within a bounded time: the store answers, the bucket exists, and these
+    credentials may write and delete there (a small object is written and removed)."""
+    from .object_store import store_problem
+    problem = store_problem(uri)
+    if problem:
+        raise StudyError(f"--storage-path: {problem}")
 
 
 def resume_command(settings: StudySettings) -> str:

@@ -22,11 +22,12 @@ from ray import tune
 from balpoe.checkpoint import load_checkpoint, restore, save_checkpoint
 from balpoe.trainer import Trainer
 from results.context import TrialContext
+from results.reader import TRAINER_STATE_FILE
+from results.storage import on_filesystem
 from search_spaces import resolve_trial_config
 
 from .trial_progress import ProgressFile
 
-STATE_FILE = "trainer_state.pth"
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -56,26 +57,27 @@ def trial_epochs(trainer: Trainer, stop: int, progress: ProgressFile | None = No
 
 def train_balpoe(trial_config: dict, on_epoch_end=None) -> None:
     """`on_epoch_end(metrics)` runs after each epoch, before its report (tests inject faults with it).
-    The trial's folder comes from Tune's storage context (`trial_fs_path`: on the storage path, which
-    every node of a cluster shares)."""
+    The trial's folder comes from Tune's storage context (`trial_fs_path` on its filesystem: the storage
+    path, which every node of a cluster shares, or an object store)."""
     torch.set_num_threads(max(1, int(trial_config.get("threads", 1))))
     config = resolve_trial_config(trial_config)
     trainer = Trainer(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            restore(trainer, load_checkpoint(Path(folder) / STATE_FILE), STATE_FILE)
+            restore(trainer, load_checkpoint(Path(folder) / TRAINER_STATE_FILE), TRAINER_STATE_FILE)
     every = int(trial_config.get("checkpoint_every", 1))
     stop = min(int(trial_config.get("stop_epoch", config.epochs)), config.epochs)  # --max-t: an earlier end
     context = TrialContext.of(config, stop, device=str(trainer.device),
                               gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                               node_id=ray.get_runtime_context().get_node_id()).row()
-    progress = ProgressFile(tune.get_context().get_storage().trial_fs_path, stop)
+    storage = tune.get_context().get_storage()
+    progress = ProgressFile(on_filesystem(storage.storage_filesystem, storage.trial_fs_path), stop)
     for metrics, last in trial_epochs(trainer, stop, progress, on_epoch_end):
         metrics.update(context, peak_memory_mb=peak_memory_mb(trainer.device))
         if metrics["epoch"] % every == 0 or last:
             with tempfile.TemporaryDirectory() as folder:
-                save_checkpoint(trainer.state_dict(), Path(folder) / STATE_FILE)
+                save_checkpoint(trainer.state_dict(), Path(folder) / TRAINER_STATE_FILE)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         else:
             tune.report(metrics)

@@ -1,6 +1,7 @@
 """The trial's side of the in-epoch progress channel: a trainer callback that keeps `progress.json`
 (the record `results.in_epoch` describes) in the trial's folder on the storage path, where the driver's
-progress view and the live page read it — on a cluster too, since every node sees the storage path.
+progress view and the live page read it — on a cluster too, since every node sees the storage path (a
+shared folder, or an object store, where each write replaces one small object).
 
 A Tune report per batch would change what ASHA decides on and fill the result files; this writes a
 file instead. Per batch it costs a monotonic clock read and a few comparisons. The record is written
@@ -15,12 +16,11 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from balpoe import trainer as trainer_module
-from balpoe.files import atomic_write
 from results.in_epoch import InEpochProgress
 from results.reader import PROGRESS_FILE
+from results.storage import Location, location, write_record
 
 WRITE_INTERVAL_S = 2.0
 MAX_WRITE_SHARE = 0.005     # of the trial's time spent writing, at most (a slow network filesystem)
@@ -30,9 +30,9 @@ class ProgressFile:
     """`on_batch_end(trainer, phase, done, total)` for `Trainer.run_epoch` / `final_metrics`; the loop
     around them calls `begin_epoch` before each epoch and `begin_final` before the final evaluation."""
 
-    def __init__(self, folder: str | Path, epochs: int, interval: float = WRITE_INTERVAL_S,
+    def __init__(self, folder: str | Location, epochs: int, interval: float = WRITE_INTERVAL_S,
                  clock=time.monotonic, wall=time.time, max_write_share: float = MAX_WRITE_SHARE):
-        self.path = Path(folder) / PROGRESS_FILE
+        self.path = location(folder) / PROGRESS_FILE
         self.epochs, self.interval, self.clock, self.wall = epochs, interval, clock, wall
         self.max_write_share = max_write_share
         self.due = 0.0                      # clock time of the next write when nothing else calls for one
@@ -83,7 +83,7 @@ class ProgressFile:
                 interval_s=self.interval)
             if not self.writes:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, lambda tmp: tmp.write_text(record.model_dump_json()))
+            write_record(self.path, record.model_dump_json())
             self.writes += 1
         except (OSError, ValueError) as err:  # the record is a live hint: training goes on without it
             if not self.failed:

@@ -7,8 +7,8 @@ from pathlib import Path
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from balpoe.files import atomic_write
 from results.reader import ASHA_STOPPED_FILE, DamagedFile, read_asha_stopped
+from results.storage import join, location, write_record
 from search_spaces import get_space, paper_point, tune_domains
 
 from .in_folder import InFolder, InFolderFIFO
@@ -28,10 +28,11 @@ class RecordingASHA(InFolder, ASHAScheduler):
 
     def __init__(self, record_path: str, *, time_attr: str, max_t: int, **kwargs):
         super().__init__(time_attr=time_attr, max_t=max_t, **kwargs)
-        self.time_attr, self.max_t, self.record_name = time_attr, max_t, Path(record_path).name
+        record = location(record_path)
+        self.time_attr, self.max_t, self.record_name = time_attr, max_t, record.name
         self.stopped: list[str] = []
-        if not Path(record_path).exists():  # present from the start: "no stops yet" is a record too
-            Path(record_path).write_text("[]")
+        if not record.exists():  # present from the start: "no stops yet" is a record too
+            record.write_text("[]")
 
     def on_folder_known(self, tune_controller) -> None:
         super().on_folder_known(tune_controller)
@@ -45,7 +46,7 @@ class RecordingASHA(InFolder, ASHAScheduler):
         if decision == self.STOP and result.get(self.time_attr, 0) < self.max_t and trial.trial_id not in self.stopped:
             self.stopped.append(trial.trial_id)
             for folder in (self.folder, Path(trial.local_experiment_path)):  # Tune copies the second over the first
-                atomic_write(folder / self.record_name, lambda tmp: tmp.write_text(json.dumps(self.stopped)))
+                write_record(folder / self.record_name, json.dumps(self.stopped))
         return decision
 
 
@@ -80,7 +81,7 @@ def build_tuner(settings: StudySettings, callbacks=None, trainable=None) -> tune
     scheduler = InFolderFIFO()
     if settings.asha:
         scheduler = RecordingASHA(
-            str(Path(settings.experiment_dir) / ASHA_STOPPED_FILE), time_attr="epoch",
+            join(settings.experiment_dir, ASHA_STOPPED_FILE), time_attr="epoch",
             metric=settings.metric if multi else None, mode=settings.mode if multi else None,
             max_t=settings.max_t, grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
     tune_config = tune.TuneConfig(

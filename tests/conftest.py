@@ -105,3 +105,64 @@ def smoke_search(tmp_path_factory) -> Ran:
     code, out = run_cli(["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
                          "--grace-period", "1", "--storage-path", str(storage)])
     return Ran(code, out, storage / "search-alpha_tau-smoke")
+
+
+# --- an S3-compatible server (moto's), for studies and readers on an object store ---------------------
+@dataclass
+class ObjectStore:
+    """A moto S3 server on loopback; the AWS environment points every client (pyarrow, Ray) at it."""
+    endpoint: str
+    process: object
+
+    def bucket(self, name: str) -> str:
+        """A new, empty bucket; returns its URI."""
+        import boto3
+        boto3.client("s3", endpoint_url=self.endpoint).create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+
+def start_moto(env: dict | None = None):
+    """A moto server subprocess on a free loopback port, and its endpoint, once it answers."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+            return process, endpoint
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("moto's S3 server did not start") from None
+            time.sleep(0.2)
+
+
+AWS_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(scope="session")
+def object_store():
+    """One moto server for the session, with the AWS environment set for this process and what it starts."""
+    process, endpoint = start_moto()
+    saved = {key: os.environ.get(key) for key in [*AWS_TEST_ENV, "AWS_ENDPOINT_URL"]}
+    os.environ.update(AWS_TEST_ENV, AWS_ENDPOINT_URL=endpoint)
+    try:
+        yield ObjectStore(endpoint, process)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        process.kill()
+        process.wait()

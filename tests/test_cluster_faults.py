@@ -1,18 +1,19 @@
 """A node lost while a trial runs on it: on a two-node `ray.cluster_utils.Cluster` (head and worker, one
-CPU each, storage shared because both are this machine), the study attached with `--address` keeps going;
-the trial restarts on the head from its last checkpoint and ends exactly as an uninterrupted twin."""
+CPU each, storage shared because both are this machine, or an S3 bucket), the study attached with
+`--address` keeps going; the trial restarts on the head from its last checkpoint and ends exactly as an
+uninterrupted twin."""
 from __future__ import annotations
 
 import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import SMOKE
 from results import load_experiment
 from results.reader import read_trial, trial_folders
+from results.storage import Location, location
 from study.run import main
 
 # what may differ between two runs of the same trial: when, where, how fast, and Tune's bookkeeping
@@ -23,19 +24,19 @@ NOT_COMPARED = {"epoch_seconds", "train_seconds", "train_images_per_s", "time_th
 EPOCHS = 6
 
 
-def study_argv(address: str, storage: Path, name: str) -> list[str]:
+def study_argv(address: str, storage: str, name: str) -> list[str]:
     argv = ["baseline", *SMOKE, "--epochs", str(EPOCHS), "--seeds", "1", "2", "--max-failures", "2",
             "--address", address, "--name", name, "--storage-path", str(storage)]
     argv.remove("--num-cpus"), argv.remove("2")  # the cluster's size is its own
     return argv
 
 
-def raw_rows(trial_folder: Path) -> list[dict]:
+def raw_rows(trial_folder: Location) -> list[dict]:
     """Every report line of a trial as written, repeats after a restore included."""
     return [json.loads(line) for line in (trial_folder / "result.json").read_text().splitlines() if line.strip()]
 
 
-def by_seed(experiment: Path) -> dict[int, list[dict]]:
+def by_seed(experiment: Location) -> dict[int, list[dict]]:
     return {read_trial(folder).rows[0]["seed"]: read_trial(folder).rows for folder in trial_folders(experiment)}
 
 
@@ -47,7 +48,7 @@ class NodeRemover(threading.Thread):
     """Removes `node` once a trial running there has reported (and checkpointed) epoch `after`, and
     before it ends: the moment is read from the trials' own result files."""
 
-    def __init__(self, cluster, node, experiment: Path, after: int = 2, timeout_s: float = 600):
+    def __init__(self, cluster, node, experiment: Location, after: int = 2, timeout_s: float = 600):
         super().__init__(daemon=True)
         self.cluster, self.node, self.experiment, self.after, self.timeout_s = cluster, node, experiment, after, timeout_s
         self.removed_at: dict | None = None  # the trial's last report on the node when it was removed
@@ -67,30 +68,36 @@ class NodeRemover(threading.Thread):
 
 
 @pytest.mark.ray
-def test_a_trial_on_a_lost_node_restarts_from_its_checkpoint_and_ends_as_its_uninterrupted_twin(tmp_path):
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_a_trial_on_a_lost_node_restarts_from_its_checkpoint_and_ends_as_its_uninterrupted_twin(where, tmp_path,
+                                                                                                request):
     import ray
     from ray.cluster_utils import Cluster
 
+    storage = str(tmp_path)
+    if where == "bucket":  # Ray's nodes are started below, with the AWS environment the fixture sets
+        storage = request.getfixturevalue("object_store").bucket("lost-node") + "/runs"
+    experiment = location(storage) / "lost-node"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     head_id = cluster.head_node.node_id
     try:
-        remover = NodeRemover(cluster, worker, tmp_path / "lost-node")
+        remover = NodeRemover(cluster, worker, experiment)
         remover.start()
-        assert main(study_argv(cluster.address, tmp_path, "lost-node")) == 0
+        assert main(study_argv(cluster.address, storage, "lost-node")) == 0
         remover.join(timeout=5)
         removed = remover.removed_at
         assert removed is not None, "no trial ran on the worker node long enough to lose it"
 
         # the study completed; the trial failed once (its node died) and finished on the head
-        trials = load_experiment(tmp_path / "lost-node").trials.set_index("trial_id")
+        trials = load_experiment(experiment).trials.set_index("trial_id")
         assert trials["status"].tolist() == ["finished", "finished"] and trials["epochs_run"].tolist() == [EPOCHS] * 2
         lost = trials.loc[removed["trial_id"]]
         assert lost["failures"] == 1 and lost["node_id"] == head_id
         # ... from its last checkpoint: the head's first report is the epoch after the last one kept,
         # never epoch 1 again, and every epoch the worker reported before is kept
-        lines = raw_rows(tmp_path / "lost-node" / removed["folder"])
+        lines = raw_rows(experiment / removed["folder"])
         on_worker = [r["epoch"] for r in lines if r["node_id"] == worker.node_id]
         on_head = [r["epoch"] for r in lines if r["node_id"] == head_id]
         assert on_worker[:removed["epoch"]] == list(range(1, removed["epoch"] + 1))
@@ -98,8 +105,8 @@ def test_a_trial_on_a_lost_node_restarts_from_its_checkpoint_and_ends_as_its_uni
         assert sorted(set(on_worker) | set(on_head)) == list(range(1, EPOCHS + 1))
 
         # the twin: the same study, nothing lost, on the node that is left
-        assert main(study_argv(cluster.address, tmp_path, "twin")) == 0
-        faulty, twin = by_seed(tmp_path / "lost-node"), by_seed(tmp_path / "twin")
+        assert main(study_argv(cluster.address, storage, "twin")) == 0
+        faulty, twin = by_seed(experiment), by_seed(location(storage) / "twin")
         seed = removed["seed"]
         assert [r["epoch"] for r in faulty[seed]] == [r["epoch"] for r in twin[seed]] == list(range(1, EPOCHS + 1))
         assert compared(faulty[seed]) == compared(twin[seed])  # every metric, bit for bit

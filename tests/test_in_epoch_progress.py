@@ -29,6 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"train_seconds", "train_images_per_s", "epoch_seconds"}
 
 
+def local_storage(folder: Path) -> SimpleNamespace:
+    """What the progress view reads of a Tune trial's storage context: a folder on the local filesystem."""
+    import pyarrow.fs
+    return SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem(), trial_fs_path=str(folder))
+
+
 def small_trainer(tmp_path, **overrides) -> Trainer:
     """Synthetic long-tailed data: 9 training batches of 27 (the last one smaller), and one evaluation
     batch for each of val, test and test_full."""
@@ -97,8 +103,7 @@ def test_the_progress_channel_changes_no_reported_metric(tmp_path):
 
 def test_the_file_is_written_at_phase_changes_and_at_most_every_interval(tmp_path, monkeypatch):
     written = []
-    monkeypatch.setattr("study.trial_progress.atomic_write",
-                        lambda path, write: written.append(json.loads(_written_text(write))))
+    monkeypatch.setattr("study.trial_progress.write_record", lambda path, text: written.append(json.loads(text)))
     trainer = small_trainer(tmp_path)
     # (max_write_share 1: the real time a write takes here does not space them out on the fake clock)
     channel = ProgressFile(tmp_path, epochs=2, interval=2.5, clock=ticking_clock(), wall=lambda: 5000.0,
@@ -128,7 +133,7 @@ def test_writes_take_no_more_than_their_share_of_the_time_on_a_slow_filesystem(t
     at = []
     clock = ticking_clock(3.0)
 
-    def slow_write(path, write):  # 20 ms a write, say a network filesystem: the next waits 200 × 20 ms
+    def slow_write(path, text):  # 20 ms a write, say a network filesystem: the next waits 200 × 20 ms
         time.sleep(0.02)
         at.append(now[0])
     now = [0.0]
@@ -136,21 +141,12 @@ def test_writes_take_no_more_than_their_share_of_the_time_on_a_slow_filesystem(t
     def ticking():
         now[0] = clock()
         return now[0]
-    monkeypatch.setattr("study.trial_progress.atomic_write", slow_write)
+    monkeypatch.setattr("study.trial_progress.write_record", slow_write)
     trainer = small_trainer(tmp_path)
     channel = ProgressFile(tmp_path, epochs=2, interval=2.0, clock=ticking)
     channel.begin_epoch(1, len(trainer.loader))
     trainer.train_epoch(callbacks=[channel])  # batch k ends at clock 3k
     assert at[0] == 0 and len(at) >= 2 and all(b - a >= 200 * 0.02 for a, b in zip(at, at[1:])), at
-
-
-def _written_text(write) -> str:
-    """What `write(tmp)` puts in a file."""
-    import tempfile
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "record"
-        write(path)
-        return path.read_text()
 
 
 def test_a_failed_write_is_said_once_and_training_goes_on(tmp_path, capsys):
@@ -309,7 +305,7 @@ def test_the_terminal_view_shows_each_trials_position_and_its_counting_down_eta(
     from study.progress import CompactProgress
     stream = io.StringIO()
     progress = CompactProgress(fake_settings(), stream=stream)
-    trial = SimpleNamespace(trial_id="a", status="RUNNING", last_result={}, path=str(tmp_path / "trial_a"))
+    trial = SimpleNamespace(trial_id="a", status="RUNNING", last_result={}, storage=local_storage(tmp_path / "trial_a"))
     for epoch in (1, 2):
         progress.on_trial_result(0, [trial], trial, {"epoch": epoch, "time_this_iter_s": 60.0,
                                                      "val_balanced_acc": 0.2 * epoch})
@@ -335,7 +331,7 @@ def test_the_terminal_view_estimates_from_the_in_epoch_rate_before_an_epoch_is_t
     from study.progress import CompactProgress
     stream = io.StringIO()
     progress = CompactProgress(fake_settings(), stream=stream)
-    trial = SimpleNamespace(trial_id="b", status="RUNNING", last_result={}, path=str(tmp_path / "trial_b"))
+    trial = SimpleNamespace(trial_id="b", status="RUNNING", last_result={}, storage=local_storage(tmp_path / "trial_b"))
     assert progress.eta([trial]) is None  # no report, no position: estimating
     t0 = time.time()
     write_record(tmp_path / "trial_b", epoch=1, done=20, total=100, images_per_s=None, batches_per_s=4.0,
@@ -352,7 +348,7 @@ def test_the_terminal_view_without_a_progress_file_shows_the_epoch_under_way(tmp
     stream = io.StringIO()
     progress = CompactProgress(fake_settings(), stream=stream)
     trial = SimpleNamespace(trial_id="c", status="RUNNING", last_result={"epoch": 1, "val_balanced_acc": 0.3},
-                            path=str(tmp_path / "nothing-here"))
+                            storage=local_storage(tmp_path / "nothing-here"))
     progress.print_status([trial])
     assert stream.getvalue().splitlines()[1] == "    c  epoch    2/4  val_balanced_acc best 0.3000"
     assert format_silence(59) == "59s" and format_silence(3725) == "1h02m"
