@@ -20,7 +20,7 @@ from pathlib import Path
 from balpoe.datasets import DATASET_NAMES, REGISTRY
 from balpoe.files import writable_folder_problem
 
-from .settings import is_uri
+from results.storage import is_uri
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "pandas", "numpy")
 INSTALL_FIX = "pip install -e . in this Python (for .venv: delete it and run bash scripts/run.sh again)"
@@ -105,8 +105,11 @@ def check_storage(storage_path: str) -> Check:
     """Write and delete a probe file: a study that cannot save checkpoints loses its work."""
     name = "storage path"
     if is_uri(storage_path):
-        return Check(name, "FAIL", f"{storage_path} is a URI; studies keep study.json and optuna.db beside the "
-                     f"trials, so they need a filesystem path", "a local folder, or a shared filesystem on clusters")
+        from .object_store import store_problem
+        problem = store_problem(storage_path)
+        if problem:
+            return Check(name, "FAIL", problem, "see docs/clusters.md, \"KubeRay (or cloud VMs) with an S3 bucket\"")
+        return Check(name, "ok", f"{storage_path} writable (an object store: a test object written, read, removed)")
     folder = Path(storage_path).resolve()
     problem = writable_folder_problem(folder)
     if problem:

@@ -89,11 +89,15 @@ def test_unwritable_storage_path_fails(tmp_path, capsys):
     assert "fix: choose a writable --storage-path" in out
 
 
-def test_uri_storage_fails_as_studies_refuse_it(capsys):
-    code = doctor.run(parse("--dataset", "synthetic-lt", "--storage-path", "s3://bucket/runs", "--skip-ray"))
+def test_a_bucket_is_checked_as_studies_check_it(object_store, capsys):
+    storage = object_store.bucket("doctor-runs") + "/runs"
+    assert doctor.run(parse("--dataset", "synthetic-lt", "--storage-path", storage, "--skip-ray")) == 0
+    assert rows(capsys.readouterr().out)["storage path"] == ("ok", f"{storage} writable (an object store: a test "
+                                                                    f"object written, read, removed)")
+    code = doctor.run(parse("--dataset", "synthetic-lt", "--storage-path", "s3://no-such-bucket/runs", "--skip-ray"))
     out = capsys.readouterr().out
     assert code == 1
-    assert rows(out)["storage path"][0] == "FAIL" and "s3://bucket/runs is a URI" in out
+    assert rows(out)["storage path"][0] == "FAIL" and "the bucket 'no-such-bucket' does not exist" in out
 
 
 def test_two_failures_are_counted(tmp_path, capsys):
