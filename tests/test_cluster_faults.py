@@ -1,7 +1,7 @@
 """A node lost while a trial runs on it: on a two-node `ray.cluster_utils.Cluster` (head and worker, one
 CPU each, storage shared because both are this machine, or an S3 bucket), the study attached with
 `--address` keeps going; the trial restarts on the head from its last checkpoint and ends exactly as an
-uninterrupted twin."""
+uninterrupted twin (the same trial trained here, without Ray)."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,15 @@ import threading
 import time
 
 import pytest
+import torch
 
+from balpoe.trainer import Trainer
 from conftest import SMOKE
 from results import load_experiment
 from results.reader import read_trial, trial_folders
 from results.storage import Location, location
+from search_spaces import resolve_trial_config
+from study.trainable import trial_epochs
 from study.run import main
 
 # what may differ between two runs of the same trial: when, where, how fast, and Tune's bookkeeping
@@ -34,14 +38,6 @@ def study_argv(address: str, storage: str, name: str) -> list[str]:
 def raw_rows(trial_folder: Location) -> list[dict]:
     """Every report line of a trial as written, repeats after a restore included."""
     return [json.loads(line) for line in (trial_folder / "result.json").read_text().splitlines() if line.strip()]
-
-
-def by_seed(experiment: Location) -> dict[int, list[dict]]:
-    return {read_trial(folder).rows[0]["seed"]: read_trial(folder).rows for folder in trial_folders(experiment)}
-
-
-def compared(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in NOT_COMPARED} for row in rows]
 
 
 class NodeRemover(threading.Thread):
@@ -67,50 +63,67 @@ class NodeRemover(threading.Thread):
             time.sleep(0.2)
 
 
-@pytest.mark.ray
-@pytest.mark.parametrize("where", ["folder", "bucket"])
-def test_a_trial_on_a_lost_node_restarts_from_its_checkpoint_and_ends_as_its_uninterrupted_twin(where, tmp_path,
-                                                                                                request):
-    import ray
-    from ray.cluster_utils import Cluster
+def uninterrupted_twin(params: dict) -> list[dict]:
+    """The same trial (its Tune config) trained here without Ray and without a fault: the trainable's own
+    loop, on one thread as the trial was."""
+    torch.set_num_threads(max(1, int(params.get("threads", 1))))
+    trainer = Trainer(resolve_trial_config(params))
+    return [metrics for metrics, _ in trial_epochs(trainer, EPOCHS)]
 
-    storage = str(tmp_path)
-    if where == "bucket":  # Ray's nodes are started below, with the AWS environment the fixture sets
-        storage = request.getfixturevalue("object_store").bucket("lost-node") + "/runs"
-    experiment = location(storage) / "lost-node"
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+
+def lose_a_node(cluster, experiment: Location, storage: str, name: str) -> dict:
+    """Run the study on the head and a fresh worker, remove the worker while a trial runs there, check the
+    study completed with that trial restarted on the head from its checkpoint; returns the lost trial's
+    last report on the worker."""
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     head_id = cluster.head_node.node_id
+    remover = NodeRemover(cluster, worker, experiment)
+    remover.start()
+    assert main(study_argv(cluster.address, storage, name)) == 0
+    remover.join(timeout=5)
+    removed = remover.removed_at
+    assert removed is not None, "no trial ran on the worker node long enough to lose it"
+
+    # the study completed; the trial failed once (its node died) and finished on the head
+    trials = load_experiment(experiment).trials.set_index("trial_id")
+    assert trials["status"].tolist() == ["finished", "finished"] and trials["epochs_run"].tolist() == [EPOCHS] * 2
+    lost = trials.loc[removed["trial_id"]]
+    assert lost["failures"] == 1 and lost["node_id"] == head_id
+    # ... from its last checkpoint: the head's first report is the epoch after the last one kept,
+    # never epoch 1 again, and every epoch the worker reported before is kept
+    lines = raw_rows(experiment / removed["folder"])
+    on_worker = [r["epoch"] for r in lines if r["node_id"] == worker.node_id]
+    on_head = [r["epoch"] for r in lines if r["node_id"] == head_id]
+    assert on_worker[:removed["epoch"]] == list(range(1, removed["epoch"] + 1))
+    assert 1 < on_head[0] <= removed["epoch"] + 1 and on_head[-1] == EPOCHS
+    assert sorted(set(on_worker) | set(on_head)) == list(range(1, EPOCHS + 1))
+    return removed
+
+
+@pytest.mark.ray
+def test_a_trial_on_a_lost_node_restarts_from_its_checkpoint_and_ends_as_its_uninterrupted_twin(tmp_path,
+                                                                                                object_store):
+    """On a folder, then on an S3 bucket (moto's; Ray's nodes start after the fixture set the AWS
+    environment): one cluster, a new worker node for each study."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    bucket = object_store.bucket("lost-node") + "/runs"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
-        remover = NodeRemover(cluster, worker, experiment)
-        remover.start()
-        assert main(study_argv(cluster.address, storage, "lost-node")) == 0
-        remover.join(timeout=5)
-        removed = remover.removed_at
-        assert removed is not None, "no trial ran on the worker node long enough to lose it"
-
-        # the study completed; the trial failed once (its node died) and finished on the head
-        trials = load_experiment(experiment).trials.set_index("trial_id")
-        assert trials["status"].tolist() == ["finished", "finished"] and trials["epochs_run"].tolist() == [EPOCHS] * 2
-        lost = trials.loc[removed["trial_id"]]
-        assert lost["failures"] == 1 and lost["node_id"] == head_id
-        # ... from its last checkpoint: the head's first report is the epoch after the last one kept,
-        # never epoch 1 again, and every epoch the worker reported before is kept
-        lines = raw_rows(experiment / removed["folder"])
-        on_worker = [r["epoch"] for r in lines if r["node_id"] == worker.node_id]
-        on_head = [r["epoch"] for r in lines if r["node_id"] == head_id]
-        assert on_worker[:removed["epoch"]] == list(range(1, removed["epoch"] + 1))
-        assert 1 < on_head[0] <= removed["epoch"] + 1 and on_head[-1] == EPOCHS
-        assert sorted(set(on_worker) | set(on_head)) == list(range(1, EPOCHS + 1))
-
-        # the twin: the same study, nothing lost, on the node that is left
-        assert main(study_argv(cluster.address, storage, "twin")) == 0
-        faulty, twin = by_seed(experiment), by_seed(location(storage) / "twin")
-        seed = removed["seed"]
-        assert [r["epoch"] for r in faulty[seed]] == [r["epoch"] for r in twin[seed]] == list(range(1, EPOCHS + 1))
-        assert compared(faulty[seed]) == compared(twin[seed])  # every metric, bit for bit
-        assert {"val_balanced_acc", "test_balanced_acc", "train_loss"} <= set(compared(faulty[seed])[-1])
+        lost = {where: lose_a_node(cluster, location(storage) / "lost-node", storage, "lost-node")
+                for where, storage in (("folder", str(tmp_path)), ("bucket", bucket))}
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+    # the twin: the same trial, nothing lost; every metric equal, bit for bit
+    for where, storage in (("folder", str(tmp_path)), ("bucket", bucket)):
+        trial = read_trial(location(storage) / "lost-node" / lost[where]["folder"])
+        twin = uninterrupted_twin(trial.params)
+        assert [r["epoch"] for r in trial.rows] == [r["epoch"] for r in twin] == list(range(1, EPOCHS + 1))
+        shared = set(twin[-1]) - NOT_COMPARED
+        assert {"val_balanced_acc", "test_balanced_acc", "train_loss"} <= shared
+        assert [{k: r[k] for k in shared if k in r} for r in trial.rows] == \
+            [{k: r[k] for k in shared if k in r} for r in twin], where
