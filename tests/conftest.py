@@ -166,3 +166,29 @@ def object_store():
                 os.environ[key] = value
         process.kill()
         process.wait()
+
+
+def interrupted_cli(argv: list[str], ready) -> str:
+    """`python -m study.run ARGV` in a subprocess, sent SIGTERM (as a scheduler would) once `ready(line)` is
+    true of a line it printed; returns all it printed, after checking it ended as interrupted (exit 130).
+    Fails when it ends before that point; a watchdog kills it after 5 minutes."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    driver = subprocess.Popen([sys.executable, "-m", "study.run", *argv], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    watchdog = threading.Timer(300, driver.kill)
+    watchdog.start()
+    seen = []
+    for line in driver.stdout:
+        seen.append(line)
+        if ready(line):
+            break
+    else:
+        pytest.fail("the study ended before the interrupt point:\n" + "".join(seen))
+    driver.send_signal(signal.SIGTERM)  # forwarded as SIGUSR1: Tune saves its state and returns
+    out = "".join(seen) + driver.communicate(timeout=120)[0]
+    watchdog.cancel()
+    assert driver.returncode == 130, out
+    return out

@@ -7,10 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 from ray import tune
 
-from conftest import AWS_TEST_ENV, SMOKE, start_moto
+from conftest import AWS_TEST_ENV, SMOKE, interrupted_cli, start_moto
 from results import load_experiment
 from results.app import ResultsSite
 from results.reader import read_trial, trial_folders
@@ -275,23 +272,9 @@ def reports(root: StorePath) -> dict[str, list[int]]:
 def test_a_search_on_a_bucket_is_interrupted_resumed_and_read_back(bucket, capsys):
     storage = f"{bucket}/runs"
     root = location(f"{storage}/search-alpha_tau-smoke")
-    argv = [sys.executable, "-m", "study.run", "search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4",
-            "--max-concurrent", "1", "--grace-period", "1", "--storage-path", storage]
-    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "RAY_AUTH_MODE": "disabled"})
-    watchdog = threading.Timer(300, driver.kill)
-    watchdog.start()
-    seen = []
-    for line in driver.stdout:  # interrupt once two trials have ended
-        seen.append(line)
-        if "2 terminated" in line or "3 terminated" in line:
-            break
-    else:
-        pytest.fail("the search ended before the interrupt point:\n" + "".join(seen))
-    driver.send_signal(signal.SIGTERM)
-    out = "".join(seen) + driver.communicate(timeout=120)[0]
-    watchdog.cancel()
-    assert driver.returncode == 130, out
+    argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
+            "--grace-period", "1", "--storage-path", storage]
+    out = interrupted_cli(argv, lambda line: "2 terminated" in line or "3 terminated" in line)  # two trials ended
     assert f"python -m study.run resume search-alpha_tau-smoke --storage-path {storage}" in out
     before = reports(root)
     ended = {name: rows for name, rows in before.items() if rows}

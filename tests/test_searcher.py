@@ -2,14 +2,9 @@
 named; and a copied search folder resumed through the real CLI."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 
 import optuna
 import pytest
@@ -17,7 +12,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 from ray import tune
 
-from conftest import SMOKE
+from conftest import SMOKE, interrupted_cli
 from results.experiment import load_experiment, read_optuna
 from results.reader import ExperimentError
 from study.settings import StudyError
@@ -233,24 +228,15 @@ def test_a_copied_search_resumes_in_the_copy_and_leaves_the_original_alone(tmp_p
     """Interrupted with one trial finished, one training and one not started; the copy's resume must finish
     the second (a restored trial), create the third (a new one) and tell Optuna, all inside the copy."""
     original, copy = tmp_path / "original", tmp_path / "copy"
-    argv = [sys.executable, "-m", "study.run", "search", *SMOKE, "--space", "alpha_tau", "--num-samples", "3",
-            "--max-concurrent", "1", "--grace-period", "1", "--name", "original", "--storage-path", str(tmp_path)]
-    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "RAY_AUTH_MODE": "disabled"})
-    watchdog = threading.Timer(300, driver.kill)
-    watchdog.start()
-    seen, one_ended = [], False
-    for line in driver.stdout:  # interrupt once one trial ended and the next one is training
-        seen.append(line)
+    argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "3", "--max-concurrent", "1",
+            "--grace-period", "1", "--name", "original", "--storage-path", str(tmp_path)]
+    one_ended = False
+
+    def ready(line: str) -> bool:  # once one trial ended and the next one is training
+        nonlocal one_ended
         one_ended = "1 running, 1 terminated" in line or (one_ended and line.startswith("    "))
-        if one_ended and "epoch    " in line:
-            break
-    else:
-        pytest.fail("the search ended before the interrupt point:\n" + "".join(seen))
-    driver.send_signal(signal.SIGTERM)
-    out = "".join(seen) + driver.communicate(timeout=120)[0]
-    watchdog.cancel()
-    assert driver.returncode == 130, out
+        return one_ended and "epoch    " in line
+    interrupted_cli(argv, ready)
     shutil.copytree(original, copy)
     before = files_of(original)
     assert len(stored_trials(original, "original")) == 2

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from balpoe.config import Config
-from conftest import SMOKE
+from conftest import SMOKE, interrupted_cli
 from results import load_experiment
 from results.reader import read_trial, trial_folders
 from study.run import main
@@ -242,24 +242,14 @@ def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
 @pytest.mark.ray
 def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, capsys):
     experiment = tmp_path / "baseline-smoke"
-    argv = [sys.executable, "-m", "study.run", "baseline", *SMOKE, "--seeds", "1", "2", "--max-concurrent", "1",
-            "--storage-path", str(tmp_path)]
-    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "RAY_AUTH_MODE": "disabled"})
-    watchdog = threading.Timer(300, driver.kill)
-    watchdog.start()
-    seen, one_done = [], False
-    for line in driver.stdout:  # interrupt once one trial finished and the other is into its first epoch
-        seen.append(line)
+    argv = ["baseline", *SMOKE, "--seeds", "1", "2", "--max-concurrent", "1", "--storage-path", str(tmp_path)]
+    one_done = False
+
+    def ready(line: str) -> bool:  # once one trial finished and the other is into its first epoch
+        nonlocal one_done
         one_done = "1 running, 1 terminated" in line or (one_done and line.startswith("    "))
-        if one_done and "epoch    2/2" in line:  # the epoch under way: the first one is reported
-            break
-    else:
-        pytest.fail("the study ended before the interrupt point:\n" + "".join(seen))
-    driver.send_signal(signal.SIGTERM)  # forwarded as SIGUSR1: Tune saves its state and returns
-    out = "".join(seen) + driver.communicate(timeout=120)[0]
-    watchdog.cancel()
-    assert driver.returncode == 130, out
+        return one_done and "epoch    2/2" in line  # the epoch under way: the first one is reported
+    out = interrupted_cli(argv, ready)
     assert "python -m study.run resume baseline-smoke" in out
     assert "Tuner.restore" not in out  # one instruction only: ours
     trials = reports(experiment)
