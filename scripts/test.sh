@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite, in the repository's own .venv (made and installed with the test extra on first use):
-# Debian's Fashion-MNIST and Chromium first when missing, then pytest with any ARGS given
-# (`bash scripts/test.sh -m 'not ray'` for the quick loop). `.ci/run` runs exactly this.
+# Debian's Fashion-MNIST, Chromium and PostgreSQL first when missing, then pytest: with ARGS, one pytest
+# with them (`bash scripts/test.sh -m 'not ray'` for the quick loop); without, the whole suite in two
+# pytest processes side by side. `.ci/run` runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
@@ -21,10 +22,37 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 ensure_toolkit test
 export RAY_AUTH_MODE=disabled   # tests talk to their own local Ray; users keep token auth on
-echo "running the tests: pytest $*"
-status=0
-"$VENV/bin/python" -m pytest "$@" || status=$?
-if [ "$status" -eq 5 ]; then
-    echo "error: pytest collected no tests; check the paths and -k/-m expressions given ($*)" >&2
+if [ "$#" -gt 0 ]; then   # a chosen part of the suite: one pytest, as asked
+    echo "running the tests: pytest $*"
+    status=0
+    "$VENV/bin/python" -m pytest "$@" || status=$?
+    if [ "$status" -eq 5 ]; then
+        echo "error: pytest collected no tests; check the paths and -k/-m expressions given ($*)" >&2
+    fi
+    exit "$status"
 fi
-exit "$status"
+
+# The whole suite: the tests that start Ray and the others run side by side. A Ray test leaves a core
+# idle about a third of the time (Ray's start-up, Tune's polling) and the others train on one thread,
+# so together they fill the two cores of a small machine (docs/development.md). The other tests'
+# output is shown when the Ray tests are done.
+base="$(mktemp -d)"
+echo "running the tests: pytest -m ray, and beside it pytest -m 'not ray' (its output follows)"
+"$VENV/bin/python" -m pytest -m "not ray" --basetemp "$base/other" >"$base/other.log" 2>&1 &
+other=$!
+trap 'kill "$other" 2>/dev/null || true; rm -rf "$base"' EXIT
+ray_status=0
+"$VENV/bin/python" -m pytest -m ray --basetemp "$base/ray" || ray_status=$?
+other_status=0
+wait "$other" || other_status=$?
+echo
+echo "--- pytest -m 'not ray' ---"
+cat "$base/other.log"
+for part in "ray:$ray_status" "not ray:$other_status"; do
+    if [ "${part##*:}" -eq 5 ]; then
+        echo "error: pytest -m '${part%:*}' collected no tests; the suite's markers or paths are broken" >&2
+    fi
+done
+[ "$ray_status" -eq 0 ] && [ "$other_status" -eq 0 ] && exit 0
+[ "$ray_status" -ne 0 ] && exit "$ray_status"
+exit "$other_status"

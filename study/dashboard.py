@@ -34,10 +34,10 @@ def check_page_options(host: str, port: int | None, refresh: int, option: str = 
         raise StudyError(f"{option}: must be in 1…65535 (got {port})")
     if not probe:
         return
-    check_port(host, port, option, "another program (or another results page) may hold it", host_option)
-    if port == ray_dashboard_port:
+    if port == ray_dashboard_port:  # said first: true whatever else holds the port now
         raise StudyError(f"{option}: {port} is also the Ray dashboard's port; choose another {option} or "
                          f"--dashboard-port")
+    check_port(host, port, option, "another program (or another results page) may hold it", host_option)
     if host not in LOOPBACK:
         print(f"warning: the results page will listen on {host}:{port}; anyone who can reach it can read every "
               f"experiment under the storage path", file=sys.stderr)

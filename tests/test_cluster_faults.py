@@ -25,7 +25,7 @@ NOT_COMPARED = {"epoch_seconds", "train_seconds", "train_images_per_s", "time_th
                 "timestamp", "date", "pid", "peak_memory_mb", "time_since_restore", "iterations_since_restore",
                 "training_iteration", "trial_id", "experiment_tag", "hostname", "node_ip", "node_id",
                 "checkpoint_dir_name", "done", "should_checkpoint", "config"}
-EPOCHS = 6
+EPOCHS = 4
 
 
 def study_argv(address: str, storage: str, name: str) -> list[str]:
@@ -85,6 +85,9 @@ def lose_a_node(cluster, experiment: Location, storage: str, name: str) -> dict:
     removed = remover.removed_at
     assert removed is not None, "no trial ran on the worker node long enough to lose it"
 
+    # both nodes ran trials: the lost one on the worker, the other on the head
+    everything = [row for folder in trial_folders(experiment) for row in raw_rows(folder)]
+    assert {row["node_id"] for row in everything} == {head_id, worker.node_id}
     # the study completed; the trial failed once (its node died) and finished on the head
     trials = load_experiment(experiment).trials.set_index("trial_id")
     assert trials["status"].tolist() == ["finished", "finished"] and trials["epochs_run"].tolist() == [EPOCHS] * 2

@@ -163,38 +163,6 @@ def test_results_page_serves_tables_figures_and_nothing_else(storage, tmp_path):
 
 
 @pytest.mark.ray
-def test_a_study_with_two_cpus_per_trial_runs_while_the_page_is_served(tmp_path):
-    port = free_port()
-    answers, stop = [], threading.Event()
-
-    def poll():
-        while not stop.is_set():
-            try:
-                status, body, _ = get(f"http://127.0.0.1:{port}/api/experiments/baseline-smoke/trials")
-                answers.append((status, len(json.loads(body)) if status == 200 else 0))
-            except OSError:
-                pass
-            stop.wait(1.0)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    argv = ["baseline", *SMOKE, "--seeds", "1", "2", "--storage-path", str(tmp_path), "--serve-results",
-            "--results-port", str(port)]
-    argv[argv.index("--cpus-per-trial") + 1] = "2"  # every CPU of the 2-CPU Ray
-    try:
-        code, out = run_cli(argv)
-    finally:
-        stop.set()
-        poller.join(timeout=10)
-    assert code == 0, out
-    assert f"results page: http://127.0.0.1:{port}/experiments/baseline-smoke" in out and "2 finished" in out
-    assert any(status == 200 for status, _ in answers)  # the page answered while the trials ran
-    with pytest.raises(OSError):
-        OPENER.open(f"http://127.0.0.1:{port}/", timeout=5)  # and went with the study
-    assert len(load_experiment(tmp_path / "baseline-smoke").trials) == 2
-
-
-@pytest.mark.ray
 def test_detach_leaves_the_page_on_a_standing_cluster_until_stop(tmp_path):
     """A cluster whose processes outlive the command's driver (as `ray start` makes one; the test's own
     `Cluster` stops only what it started, never a user's Ray)."""

@@ -302,29 +302,6 @@ def test_fractional_gpus_pack_trials_on_logical_gpus(tmp_path):
     assert max(starts) < min(ends)  # all four ran at once
 
 
-@pytest.mark.ray
-def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    try:
-        argv = ["baseline", *SMOKE, "--seeds", "1", "2", "--address", cluster.address,
-                "--storage-path", str(tmp_path)]
-        argv.remove("--num-cpus"), argv.remove("2")
-        assert main(argv) == 0
-        trials = load_experiment(tmp_path / "baseline-smoke").trials
-        assert trials["epochs_run"].tolist() == [2, 2]
-        assert trials["node_id"].nunique() == 2  # one trial on each node, as each trial reported
-        ray.init(address=cluster.address)
-        assert set(trials["node_id"]) == {node["NodeID"] for node in ray.nodes() if node["Alive"]}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
 def test_a_trial_no_node_can_hold_is_refused():
     from study.cluster import check_schedulable
     from study.settings import StudyError

@@ -1,7 +1,8 @@
 """Two studies on one workstation at once, as two users would start them: the second finds the usual
 ports (Ray dashboard 8265, results page 8000) taken by the first, takes the next free ones by itself,
-says which, and both run to the end. (A port given explicitly that is taken stays an error:
-tests/test_study.py.)"""
+says which, and both run to the end. The second's trials take every CPU of its Ray, and its page still
+answers while they run (the page's replica asks for no CPU). (A port given explicitly that is taken stays
+an error: tests/test_study.py.)"""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import re
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -44,20 +46,37 @@ def ports_taken(err: str) -> dict[str, int]:
             if f"; {option} " in err else default for option, default in DEFAULTS.items()}
 
 
+def poll(port: int, answers: list, stop: threading.Event) -> None:
+    """The trials table of the second study's page, once a second, until `stop`."""
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/experiments/second/trials", timeout=5) as reply:
+                answers.append(reply.status)
+        except OSError:
+            pass
+        stop.wait(1.0)
+
+
 @pytest.mark.ray
 def test_two_studies_at_once_each_take_their_own_ports_and_both_finish(tmp_path):
-    first = start("first", tmp_path, "--epochs", "20")  # long enough to still run while the second starts
+    first = start("first", tmp_path, "--epochs", "10")  # long enough to still run while the second starts
     second = None
     watchdog = threading.Timer(900, lambda: [p.kill() for p in (first, second) if p is not None])
     watchdog.start()
+    answers, stop = [], threading.Event()
     try:
         first_out = read_until_up(first)
-        second = start("second", tmp_path)
+        second = start("second", tmp_path, "--cpus-per-trial", "2")  # every CPU of its 2-CPU Ray
         second_out = read_until_up(second)
         assert first.poll() is None, "the first study ended before the second was up: they never ran together"
+        poller = threading.Thread(target=poll, args=(int(PAGE.search(second_out).group(1)), answers, stop))
+        poller.start()
         second_out += second.communicate(timeout=600)[0]
+        stop.set()
+        poller.join(timeout=10)
         first_out += first.communicate(timeout=600)[0]
     finally:
+        stop.set()
         watchdog.cancel()
     first_err, second_err = ((tmp_path / f"{name}.stderr").read_text() for name in ("first", "second"))
     assert (first.returncode, second.returncode) == (0, 0), (first_out, first_err, second_out, second_err)
@@ -73,6 +92,8 @@ def test_two_studies_at_once_each_take_their_own_ports_and_both_finish(tmp_path)
             assert (f"note: port {default} is taken (another study on this machine?); {option} "
                     f"{second_ports[option]} is used instead") in second_err
 
-    for name, epochs in (("first", 20), ("second", 2)):
+    assert 200 in answers  # the second's page answered while its trials held every CPU
+
+    for name, epochs in (("first", 10), ("second", 2)):
         trials = load_experiment(tmp_path / name).trials
         assert trials["status"].tolist() == ["finished"] and trials["epochs_run"].tolist() == [epochs]
