@@ -20,7 +20,7 @@ from ray import tune
 from conftest import AWS_TEST_ENV, SMOKE, interrupted_cli, start_moto
 from results import load_experiment
 from results.app import ResultsSite
-from results.reader import read_trial, trial_folders
+from results.reader import read_progress, read_trial, trial_folders
 from results.snapshots import fingerprint
 from results.storage import StorePath, location
 from study.lock import LEASE_FILE, StoreLease
@@ -256,7 +256,8 @@ def test_a_smoke_baseline_runs_on_a_bucket_and_its_results_read_back(bucket, tmp
     exp = load_experiment(root)
     assert exp.trials["status"].tolist() == ["finished"] and exp.trials["epochs_run"].tolist() == [2]
     [trial] = trial_folders(root)
-    assert json.loads((trial / "progress.json").read_text())["stage"] == "final"  # written through the store
+    position = read_progress(trial)  # written through the store, all along the trial
+    assert position is not None and (position.epoch, position.epochs) == (2, 2)
     monkeypatch.chdir(tmp_path)
     assert main(["export", "baseline-smoke", "--storage-path", storage, "--trial", "best", "--splits", "test"]) == 0
     manifest = json.loads(next((tmp_path / "baseline-smoke" / "exports").glob("trial_*/manifest.json")).read_text())
