@@ -35,25 +35,25 @@ fi
 # The whole suite: the tests that start Ray and the others run side by side. A Ray test leaves a core
 # idle about a third of the time (Ray's start-up, Tune's polling) and the others train on one thread,
 # so together they fill the two cores of a small machine (docs/development.md). The node-loss tests
-# (a two-node cluster, twice) run after the others in the second process, which makes the two about
-# as long. The second's output is shown when the first is done.
-later=tests/test_cluster_faults.py
+# (a two-node cluster, twice) and the search on PostgreSQL run after the others in the second process,
+# which makes the two about as long. The second's output is shown when the first is done.
+later=(tests/test_cluster_faults.py tests/test_optuna_storage.py)
 base="$(mktemp -d)"
-echo "running the tests: pytest -m ray, and beside it pytest -m 'not ray' then $later (their output follows)"
+echo "running the tests: pytest -m ray, and beside it pytest -m 'not ray' then the Ray tests of ${later[*]} (their output follows)"
 {
     code=0
     "$VENV/bin/python" -m pytest -m "not ray" --basetemp "$base/other" || code=$?
-    "$VENV/bin/python" -m pytest -m ray "$later" --basetemp "$base/later" || { s=$?; [ "$code" -ne 0 ] || code=$s; }
+    "$VENV/bin/python" -m pytest -m ray "${later[@]}" --basetemp "$base/later" || { s=$?; [ "$code" -ne 0 ] || code=$s; }
     exit "$code"
 } >"$base/other.log" 2>&1 &
 other=$!
 trap 'kill "$other" 2>/dev/null || true; rm -rf "$base"' EXIT
 ray_status=0
-"$VENV/bin/python" -m pytest -m ray --ignore "$later" --basetemp "$base/ray" || ray_status=$?
+"$VENV/bin/python" -m pytest -m ray "${later[@]/#/--ignore=}" --basetemp "$base/ray" || ray_status=$?
 other_status=0
 wait "$other" || other_status=$?
 echo
-echo "--- pytest -m 'not ray', then $later ---"
+echo "--- pytest -m 'not ray', then the Ray tests of ${later[*]} ---"
 cat "$base/other.log"
 if [ "$ray_status" -eq 5 ] || [ "$other_status" -eq 5 ]; then
     echo "error: a pytest run above collected no tests; the suite's markers or paths are broken" >&2
