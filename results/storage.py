@@ -165,10 +165,10 @@ class StorePath:
     def open_record(self) -> tuple[io.BufferedReader, StoreStat] | None:
         """Like `results.reader.open_record`: None when absent; the object is fetched on the first read, so
         a caller that only needs the `stat` (an unchanged, cached file) costs one request."""
-        info = self.info()
-        if info.type == pafs.FileType.NotFound:
+        looked = StorePath(self.filesystem, self.path, self.scheme, self.query, known=self.info())
+        if looked.info().type == pafs.FileType.NotFound:
             return None
-        return io.BufferedReader(_Fetched(self)), self.stat()
+        return io.BufferedReader(_Fetched(looked)), looked.stat()  # neither asks the store again
 
 
 class _Fetched(io.RawIOBase):

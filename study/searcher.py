@@ -18,12 +18,14 @@ experiment name; the URL is pickled, as it is written in study.json, so a resume
 from __future__ import annotations
 
 import pickle
+import shutil
 import sqlite3
 import tempfile
 import warnings
 from pathlib import Path
 
 import optuna
+import pyarrow.fs as pafs
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
@@ -103,12 +105,16 @@ def check_optuna_storage(folder: str | Location, storage_url: str | None = None,
 
 def store_record_problem(record: StorePath) -> str | None:
     """`optuna_db_problem` for an experiment in an object store: the copy the searcher would start from."""
-    if not record.exists():
+    kind = record.info().type
+    if kind == pafs.FileType.NotFound:
         return None
-    if record.is_dir():
+    if kind == pafs.FileType.Directory:
         return f"{record} is a folder, not Optuna's SQLite database"
     mirror = StoreMirror(record)
-    problem = optuna_db_problem(mirror.local)
+    try:
+        problem = optuna_db_problem(mirror.local)
+    finally:
+        shutil.rmtree(mirror.local.parent, ignore_errors=True)
     return problem.replace(str(mirror.local), str(record)) if problem else None
 
 
