@@ -138,13 +138,15 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
 
     # --- one epoch ------------------------------------------------------------------------------
-    def train_epoch(self, callbacks=None) -> dict[str, float]:
-        """One epoch. After each batch, `on_batch_end(trainer, "train", done, total)` of the callbacks
-        that have it (counts in batches; default None: those of the `fit` under way, if any)."""
+    def train_epoch(self, callbacks=None, lr: float | None = None) -> dict[str, float]:
+        """One epoch, at the schedule's LR for it unless `lr` is given (a cool-down's). After each batch,
+        `on_batch_end(trainer, "train", done, total)` of the callbacks that have it (counts in batches;
+        default None: those of the `fit` under way, if any)."""
         hooks = [c.on_batch_end for c in (getattr(self, "_fit_callbacks", ()) if callbacks is None else callbacks)
                  if hasattr(c, "on_batch_end")]
         total = len(self.loader)
-        lr = self.config.lr * lr_factor(self.epoch, self.config)
+        if lr is None:
+            lr = self.config.lr * lr_factor(self.epoch, self.config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
