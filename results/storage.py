@@ -8,12 +8,24 @@ devices); a URI becomes a `StorePath`: the part of `pathlib`'s API the readers a
 An S3-compatible endpoint is given the usual way, through the AWS environment (`AWS_ENDPOINT_URL`,
 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`), or as pyarrow's URI query
 (`s3://bucket/runs?endpoint_override=host:9000&scheme=http`), which is kept on every path below it.
+
+Names below a folder are joined as plain path segments, never re-parsed as a URI, so a key is read
+where Tune wrote it; `str()` escapes what a URI cannot hold as typed (`#`, `?`, `%`, spaces), so the
+URI opens the same path again, through pyarrow and Tune alike.
+
+A store that accepts connections and never answers would hold pyarrow's S3 client for about 100 s per
+request (it retries); here each request is given up after `STORE_ATTEMPTS` attempts that each receive
+nothing for `STORE_REQUEST_TIMEOUT_S` seconds, so a command answers within about 12 s. Every fault of
+the store is a `StoreError` naming the URI and what was being done.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import fnmatch
 import io
 import stat
+import urllib.parse
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,8 +34,40 @@ import pyarrow.fs as pafs
 from balpoe.files import atomic_write
 
 
+STORE_CONNECT_TIMEOUT_S = 5.0
+STORE_REQUEST_TIMEOUT_S = 5.0  # an attempt that receives nothing for this long is given up (AWS's default is 3 s)
+STORE_ATTEMPTS = 2
+URI_PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986's path characters: kept as they are in `str()`
+
+
 def is_uri(path: str | Path) -> bool:
     return isinstance(path, StorePath) or "://" in str(path)
+
+
+class StoreError(OSError):
+    """A store's fault while acting on one object or folder; `str()` is one line: its URI and what failed."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def fault_detail(err: Exception) -> str:
+    """pyarrow's text of a store's fault without its preamble ("When listing objects under key …: AWS
+    Error") and request id, on one line."""
+    text = err.strerror if isinstance(err, StoreError) else str(err)
+    detail = text.split("AWS Error ", 1)[-1].split(" (Request ID", 1)[0]
+    return " ".join(detail.split())[:200]
+
+
+def bounded(filesystem: pafs.FileSystem) -> pafs.FileSystem:
+    """The same S3 filesystem with bounded waits (see the module's text); other filesystems as they are.
+    pyarrow's URIs cannot set timeouts, so the options are copied through its pickling form."""
+    if not isinstance(filesystem, pafs.S3FileSystem):
+        return filesystem
+    _, (options,) = filesystem.__reduce__()
+    return pafs.S3FileSystem(**{**options, "region": filesystem.region, "connect_timeout": STORE_CONNECT_TIMEOUT_S,
+                                "request_timeout": STORE_REQUEST_TIMEOUT_S,
+                                "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=STORE_ATTEMPTS)})
 
 
 class StoreStat(NamedTuple):
@@ -55,11 +99,24 @@ class StorePath:
             raise ValueError(f"{uri}: {err}") from None
         scheme = uri.split("://", 1)[0].lower()
         query = "?" + uri.split("?", 1)[1] if "?" in uri else ""
-        return cls(filesystem, path, scheme, query)
+        return cls(bounded(filesystem), path, scheme, query)
+
+    @contextlib.contextmanager
+    def _asking(self, action: str):
+        """pyarrow's faults as errors that name this URI: FileNotFoundError for an absent object, else
+        StoreError (pyarrow's own text names only a bucket and key, or nothing)."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "no such file or folder", str(self)) from None
+        except StoreError:
+            raise
+        except OSError as err:
+            raise StoreError(err.errno, f"{action} failed ({fault_detail(err)})", str(self)) from None
 
     # --- names ------------------------------------------------------------------------------------
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.path}{self.query}"
+        return f"{self.scheme}://{urllib.parse.quote(self.path, safe=URI_PATH_SAFE)}{self.query}"
 
     def __repr__(self) -> str:
         return f"StorePath({str(self)!r})"
@@ -93,7 +150,10 @@ class StorePath:
 
     # --- looking ----------------------------------------------------------------------------------
     def info(self) -> pafs.FileInfo:
-        return self._known if self._known is not None else self.filesystem.get_file_info(self.path)
+        if self._known is not None:
+            return self._known
+        with self._asking("looking it up"):
+            return self.filesystem.get_file_info(self.path)
 
     def stat(self) -> StoreStat:
         info = self.info()
@@ -119,7 +179,8 @@ class StorePath:
 
     def iterdir(self) -> list["StorePath"]:
         """The folder's entries (one listing); FileNotFoundError when there is no such folder."""
-        entries = self.filesystem.get_file_info(pafs.FileSelector(self.path, allow_not_found=False))
+        with self._asking("listing it"):
+            entries = self.filesystem.get_file_info(pafs.FileSelector(self.path, allow_not_found=False))
         return [StorePath(self.filesystem, info.path, self.scheme, self.query, known=info) for info in entries]
 
     def glob(self, pattern: str) -> list["StorePath"]:
@@ -132,13 +193,15 @@ class StorePath:
     def files_below(self) -> list[pafs.FileInfo]:
         """Every file under this folder, with its size and time (one listing, however deep)."""
         selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
-        return [info for info in self.filesystem.get_file_info(selector) if info.type == pafs.FileType.File]
+        with self._asking("listing it"):
+            found = self.filesystem.get_file_info(selector)
+        return [info for info in found if info.type == pafs.FileType.File]
 
     # --- reading and writing ------------------------------------------------------------------------
     def read_bytes(self) -> bytes:
         if self._known is None and self.info().type == pafs.FileType.Directory:
             raise IsADirectoryError(21, "a folder, not a file", str(self))
-        with self.filesystem.open_input_stream(self.path) as stream:
+        with self._asking("reading it"), self.filesystem.open_input_stream(self.path) as stream:
             return stream.read()
 
     def read_text(self, encoding: str = "utf-8", errors: str = "strict") -> str:
@@ -146,18 +209,20 @@ class StorePath:
 
     def write_bytes(self, data: bytes) -> None:
         """The object is replaced whole when the stream closes: a reader never sees half of it."""
-        with self.filesystem.open_output_stream(self.path) as stream:
+        with self._asking("writing it"), self.filesystem.open_output_stream(self.path) as stream:
             stream.write(data)
 
     def write_text(self, text: str, encoding: str = "utf-8") -> None:
         self.write_bytes(text.encode(encoding))
 
     def mkdir(self, parents: bool = True, exist_ok: bool = True) -> None:
-        self.filesystem.create_dir(self.path, recursive=parents)
+        with self._asking("creating it"):
+            self.filesystem.create_dir(self.path, recursive=parents)
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:
-            self.filesystem.delete_file(self.path)
+            with self._asking("deleting it"):
+                self.filesystem.delete_file(self.path)
         except FileNotFoundError:
             if not missing_ok:
                 raise
@@ -207,9 +272,12 @@ def on_filesystem(filesystem: pafs.FileSystem, path: str) -> Location:
 
 
 def join(root: str, name: str) -> str:
-    """`root/name` for a folder or a URI (a URI's query stays at its end)."""
-    base, query = (root.split("?", 1) + [""])[:2] if is_uri(root) else (root, "")
-    return base.rstrip("/") + "/" + name + ("?" + query if query else "")
+    """`root/name` for a folder or a URI: `name` is one plain segment, escaped in a URI as `StorePath`
+    writes it (a URI's query stays at its end)."""
+    if not is_uri(root):
+        return root.rstrip("/") + "/" + name
+    base, query = (root.split("?", 1) + [""])[:2]
+    return base.rstrip("/") + "/" + urllib.parse.quote(name, safe=URI_PATH_SAFE) + ("?" + query if query else "")
 
 
 def local_outputs(folder: Location) -> Path:

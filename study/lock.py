@@ -9,18 +9,24 @@ the file: the next driver takes the lock and says that it found one left behind 
 An object store has no lock. There a driver holds a lease instead: `.study.lease` names it and is
 rewritten every LEASE_RENEW_S seconds, and a second driver refuses to start while the lease is fresher
 than LEASE_STALE_S. It is a check, not a lock: two drivers started within a second of each other can
-both pass it, and the driver says so when it takes the lease.
+both pass it, and the driver says so when it takes the lease. A lease that cannot be read (damaged, or
+the store refused the read) is never guessed to be stale: the driver is refused, told which object to
+delete once no driver of the experiment runs. A lease renewed "in the future" (its writer's clock runs
+ahead, or it was edited) is judged by the time the store last wrote it, so it holds while it is being
+renewed and runs out LEASE_STALE_S after the last renewal, as any other.
 """
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from results.settings import StudyError
 from results.storage import Location, StorePath, location
@@ -116,9 +122,10 @@ class StoreLease:
         self.release()
 
     def acquire(self) -> None:
-        held = self._read()
+        held, written = self._read()
         if held:
-            age = self.clock() - held.get("renewed", 0)
+            now = self.clock()
+            age = now - held["renewed"] if held["renewed"] <= now else now - written  # the store's clock
             if age < self.stale_s:
                 raise StudyError(f"--name: experiment {self.name!r} is in use by another study driver "
                                  f"({describe(held)}; its lease was renewed {max(0, age):.0f} s ago); wait for it "
@@ -133,20 +140,33 @@ class StoreLease:
         self.renewer = threading.Thread(target=self._renew, name="study-lease", daemon=True)
         self.renewer.start()
 
-    def _read(self) -> dict:
+    def _read(self) -> tuple[dict, float]:
+        """The lease's record ({} when there is none) and when the store wrote it; StudyError when it is
+        there but cannot be read as a lease."""
         try:
-            held = json.loads(self.record.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            return {"unreadable": True, "renewed": 0}
-        return held if isinstance(held, dict) else {"unreadable": True, "renewed": 0}
+            opened = self.record.open_record()
+            if opened is None:
+                return {}, 0.0
+            handle, info = opened
+            with handle:
+                held = json.loads(handle.read())
+        except (OSError, ValueError) as err:  # the store's fault (StoreError), or not JSON
+            self._refuse_unreadable(err.strerror if isinstance(err, OSError) else "not JSON")
+        renewed = held.get("renewed") if isinstance(held, dict) else None
+        if not isinstance(renewed, (int, float)) or isinstance(renewed, bool) or not math.isfinite(renewed):
+            self._refuse_unreadable("no renewal time in it")
+        return held, info.st_mtime
+
+    def _refuse_unreadable(self, why: str) -> NoReturn:
+        raise StudyError(f"--name: experiment {self.name!r} has a lease that cannot be read ({why}), so whether "
+                         f"another driver holds it is unknown: {self.record}; once no driver of it runs, delete "
+                         f"that object and start again") from None
 
     def _write(self) -> None:
         try:
             self.record.write_text(json.dumps({**self.holder, "renewed": self.clock()}))
         except OSError as err:
-            raise StudyError(f"--storage-path: cannot write {self.record} ({err})") from None
+            raise StudyError(f"--storage-path: cannot write {self.record} ({err.strerror or err})") from None
 
     def _renew(self) -> None:
         while not self.stop.wait(self.renew_s):

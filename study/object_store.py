@@ -2,18 +2,22 @@
 
 pyarrow (through which Ray Tune writes) answers every fault of a store with an `OSError` whose text
 holds the AWS error code; `store_problem` says the fault in words and names the fix. A store that
-does not answer is given `CHECK_TIMEOUT_S` seconds in all (pyarrow's own retries included).
+does not answer is given `CHECK_TIMEOUT_S` seconds in all; each request of the check is bounded too
+(`results.storage.STORE_ATTEMPTS`), so no request is left running for long after the answer.
 """
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 
 import pyarrow.fs as pafs
 
-from results.storage import StorePath
+from results.storage import StorePath, fault_detail
 
 CHECK_TIMEOUT_S = 20.0
+STORE_NAME = re.compile(r"[A-Za-z0-9._+=@-]+")
+STORE_NAME_CHARACTERS = "letters A-Z and a-z, digits and . _ - + = @"
 CREDENTIALS = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE for S3"
 # pieces of pyarrow's error text -> what they mean
 FAULTS = (
@@ -31,12 +35,22 @@ FAULTS = (
 
 
 def describe_fault(err: Exception, uri: str, bucket: str) -> str:
-    text = str(err)
-    detail = text.split("AWS Error ", 1)[-1].split(" (Request ID", 1)[0].strip()[:200]
+    text, detail = str(err), fault_detail(err)
     for needles, message in FAULTS:
         if any(needle in text for needle in needles):
             return message.format(bucket=bucket, uri=uri, detail=detail)
     return f"{uri} cannot be written ({detail})"
+
+
+def store_name_problem(name: str) -> str | None:
+    """Why `name` cannot name an experiment in an object store; None when it can. Tune writes the folder
+    under the name as typed, but a resumed study is found again from its URI, which Tune parses with
+    urllib (`#` starts a fragment, `?` a query, `%2F` stays as typed) and pyarrow decodes: a name a URI
+    would have to escape ends up as two folders, so only characters that need no escape are allowed."""
+    if STORE_NAME.fullmatch(name):
+        return None
+    return (f"an experiment in an object store is named with {STORE_NAME_CHARACTERS} only, as a URI holds them "
+            f"unescaped (got {name!r}); pick another --name")
 
 
 def store_problem(uri: str, timeout_s: float = CHECK_TIMEOUT_S) -> str | None:
