@@ -16,9 +16,10 @@ reason; the other experiments are not affected.
 
 Each experiment is read once per change of its files, in the background (`snapshots.py`); requests
 are answered from the last reading, and the tables, JSON and figures drawn from it are kept with it,
-so a page polled by a team costs a few `stat` calls per trial a second. The handlers are plain
-functions: FastAPI runs them in its thread pool, off the event loop. The replica reserves no CPU and
-no GPU, so it never takes a slot from a trial.
+so a page polled by a team costs a few `stat` calls per trial a second. Folder names that are no UTF-8
+are shown, linked and answered by their printable form (`bad\\xff`). The handlers are plain functions:
+FastAPI runs them in its thread pool, off the event loop. The replica reserves no CPU and no GPU, so it
+never takes a slot from a trial.
 """
 from __future__ import annotations
 
@@ -30,14 +31,13 @@ from urllib.parse import quote, urlencode
 
 import pandas as pd
 
-from balpoe.progress import format_duration
-
 from . import figures as figure_module
 from .console import default_columns
 from .experiment import Experiment
 from .html import experiment_context, render, stamp, table_view
-from .in_epoch import format_silence
+from .in_epoch import capped, format_eta, format_silence
 from .optuna_db import dashboard_command
+from .reader import printable
 from .snapshots import NotAnExperiment, Snapshot, Snapshots, ThisSecond
 from .storage import Location, location
 
@@ -77,10 +77,16 @@ class ResultsSite:
 
     # --- experiments ------------------------------------------------------------------------------
     def folder(self, name: str) -> Location:
-        """The experiment folder for NAME, only if it is a real folder directly under the root."""
-        if not name or name in (".", "..") or any(c in name for c in "/\\\0") or \
+        """The experiment folder for NAME, only if it is a real folder directly under the root. A folder
+        whose name is no UTF-8 goes by its printable name (`bad\\xff`), as the index shows and links it."""
+        if not name or name in (".", "..") or any(c in name for c in "/\0") or \
                 len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
             raise NotFound(name)
+        if "\\" in name:
+            real = next((real for real in self.names() if real != printable(real) and printable(real) == name), None)
+            if real is None:
+                raise NotFound(name)
+            name = real
         candidate = self.root / name
         try:
             if candidate.is_symlink() or not candidate.is_dir() or candidate.resolve().parent != self.root:
@@ -185,7 +191,7 @@ class ResultsSite:
             except figure_module.NotApplicable as reason:
                 skipped[figure] = str(reason)
                 continue
-            srcs[figure] = f"{quote(exp.name)}/figures/{figure}?" + urlencode({"v": abs(hash(exp.version))})
+            srcs[figure] = f"{quote(printable(exp.name))}/figures/{figure}?" + urlencode({"v": abs(hash(exp.version))})
         return srcs, skipped
 
     # --- pages ------------------------------------------------------------------------------------
@@ -235,7 +241,8 @@ class ResultsSite:
         per_epoch = running["seconds_per_epoch"].median()
         eta = active["eta_s"].max() if len(active) else math.nan
         if not_started and not math.isnan(per_epoch) and exp.stop_epoch:
-            eta = (0 if math.isnan(eta) else eta) + not_started * exp.stop_epoch * per_epoch / max(1, len(active))
+            later = not_started * exp.stop_epoch * per_epoch / max(1, len(active))
+            eta = capped((0 if math.isnan(eta) else eta) + later)
         shown = running.assign(
             state=[f"stalled {format_silence(silent)}" if state == "stalled" else state
                    for state, silent in zip(running["state"], running["silent_s"])],
@@ -257,13 +264,13 @@ class ResultsSite:
 
         def href(column: str) -> str:
             flip = "asc" if column == sort and descending else "desc"
-            return f"{quote(exp.name)}?" + urlencode({"sort": column, "order": flip})
+            return f"{quote(printable(exp.name))}?" + urlencode({"sort": column, "order": flip})
         return table_view(trials[columns], sort_href=href)
 
 
 def index_row(name: str, snapshot: Snapshot) -> dict:
     """One experiment on the index: trials by status, the best objective value, the last update."""
-    exp = snapshot.experiment
+    exp, name = snapshot.experiment, printable(name)
     if exp is None:
         return {"name": name, "note": "being read; reload in a moment" if snapshot.pending
                 else f"cannot be read now: {snapshot.problem}"}
@@ -291,7 +298,7 @@ def _draw(figure: str, exp: Experiment) -> bytes | figure_module.NotApplicable:
 
 
 def _duration(seconds: float) -> str:
-    return "–" if seconds is None or math.isnan(seconds) else format_duration(seconds)
+    return "–" if seconds is None or math.isnan(seconds) else format_eta(seconds)
 
 
 def _records(table: pd.DataFrame) -> str:

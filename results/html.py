@@ -2,7 +2,8 @@
 
 The markup is in Jinja2 templates (`results/templates/`) rendered with autoescape on: every value that
 comes from an experiment folder (names, config values, errors, settings) is escaped by the engine, and
-no template is ever built from data. This module only shapes tables into what the templates show.
+no template is ever built from data; text that no encoder takes (a folder name that is no UTF-8) is shown
+with its bytes escaped (`reader.printable`). This module only shapes tables into what the templates show.
 """
 from __future__ import annotations
 
@@ -17,13 +18,24 @@ import pandas as pd
 
 from .experiment import Experiment
 from .optuna_db import hide_password
+from .reader import printable
 from .stats import config_columns, is_canonical
 
 WIDE_FIGURES = {"learning_curves.png"}
 STATUS_ORDER = ("finished", "asha_stopped", "unfinished", "errored", "not_started")
 
+
+def writable(value):
+    """What a template writes of `value`: text made printable (a surrogate would fail the page's encoding,
+    and with it the whole page), anything else as it is."""
+    if isinstance(value, str):
+        shown = printable(value)
+        return value if shown is value else type(value)(shown)  # Markup stays Markup
+    return value
+
+
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("results", "templates"),
-                               autoescape=jinja2.select_autoescape(["html"]),
+                               autoescape=jinja2.select_autoescape(["html"]), finalize=writable,
                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 

@@ -14,6 +14,10 @@ end-of-training evaluation) the last one. `phase` is "train" or the split being 
 test_full); `done`/`total` count its batches. Rates are measured since the phase's first batch ended
 (null until a second one has); `train_batches*` keep the epoch's training phase through its
 validation. Times are wall-clock seconds (`time.time()`): on a cluster, the nodes' clocks must agree.
+
+A record is a live hint written by another process, so every number in it must be finite and in a range
+a trial can reach (a rate of 5e-324 batches/s is no measurement: dividing by it overflows); a record that
+is not is no position. ETAs are capped at MAX_ETA_S and shown as "over 99 days" past it.
 """
 from __future__ import annotations
 
@@ -22,30 +26,39 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from balpoe.progress import format_duration
+
 MIN_SILENCE_S = 60.0        # never stalled sooner
 SILENT_WRITES = 10          # ... nor before this many of its writes were due
 SILENT_BATCHES = 3          # ... nor before this many batches at its pace
 PHASE_START_GRACE_S = 600.0  # at a phase boundary the next batch may compile the model (torch.compile on
                              # a CPU: minutes) or wait for a checkpoint and a report
+MAX_COUNT = 10**9           # epochs or batches: more than any trial runs
+MIN_RATE = 1e-6             # per second: one batch in 11 days; slower is no measurement
+MAX_RATE = 1e12             # per second: images or batches, far beyond any device
+MAX_CLOCK = 1e11            # wall-clock seconds (the year 5138): later is no time.time()
+MAX_INTERVAL_S = 86400.0    # between two writes of the record
+MAX_ETA_DAYS = 99
+MAX_ETA_S = MAX_ETA_DAYS * 86400.0  # an ETA is capped here, and shown as "over 99 days"
 
 
 class InEpochProgress(BaseModel):
     """One trial's position in its epoch, as written; anything else in the file is not a position."""
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore", allow_inf_nan=False)
 
-    epoch: int = Field(ge=1)
-    epochs: int | None = Field(default=None, ge=1)
+    epoch: int = Field(ge=1, le=MAX_COUNT)
+    epochs: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     stage: Literal["epoch", "final"]
     phase: str = Field(min_length=1, max_length=40)
-    done: int = Field(ge=0)
-    total: int = Field(ge=1)
-    images_per_s: float | None = Field(default=None, ge=0)
-    batches_per_s: float | None = Field(default=None, gt=0)
-    train_batches: int | None = Field(default=None, ge=1)
-    train_batches_per_s: float | None = Field(default=None, gt=0)
-    epoch_started: float
-    time: float
-    interval_s: float = Field(ge=0)
+    done: int = Field(ge=0, le=MAX_COUNT)
+    total: int = Field(ge=1, le=MAX_COUNT)
+    images_per_s: float | None = Field(default=None, ge=MIN_RATE, le=MAX_RATE)
+    batches_per_s: float | None = Field(default=None, ge=MIN_RATE, le=MAX_RATE)
+    train_batches: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    train_batches_per_s: float | None = Field(default=None, ge=MIN_RATE, le=MAX_RATE)
+    epoch_started: float = Field(ge=0, le=MAX_CLOCK)
+    time: float = Field(ge=0, le=MAX_CLOCK)
+    interval_s: float = Field(ge=0, le=MAX_INTERVAL_S)
 
     @model_validator(mode="after")
     def _done_within_total(self) -> "InEpochProgress":
@@ -106,17 +119,27 @@ def trial_eta(position: InEpochProgress | None, epochs_run: int, stop_epoch: flo
     """Seconds until the trial has trained to `stop_epoch`: the epochs left × seconds per epoch − the time
     already spent in the one under way (never below the epochs after it), so it counts down between
     reports. In the end-of-training evaluation, the time left of the split being predicted. NaN when
-    no pace is known yet."""
+    no pace is known yet; at most MAX_ETA_S (a pace read from a report may be absurd)."""
     if is_current(position, epochs_run) and position.stage == "final":
         if position.batches_per_s is None:
             return math.nan
-        return max(0.0, (position.total - position.done) / position.batches_per_s - (now - position.time))
+        return capped(max(0.0, (position.total - position.done) / position.batches_per_s - (now - position.time)))
     remaining = stop_epoch - epochs_run
     if not remaining > 0:
         return 0.0 if remaining <= 0 else math.nan
     pace = epoch_pace(position if is_current(position, epochs_run) else None, seconds_per_epoch)
     into = seconds_into_epoch(position, epochs_run, now)
-    return max((remaining - 1) * pace, remaining * pace - into)
+    return capped(max((remaining - 1) * pace, remaining * pace - into))
+
+
+def capped(seconds: float) -> float:
+    """An ETA no longer than MAX_ETA_S (an infinite one too); NaN stays NaN."""
+    return seconds if math.isnan(seconds) else min(seconds, MAX_ETA_S)
+
+
+def format_eta(seconds: float) -> str:
+    """An ETA as `1:02:03` (`02:03` under an hour), or `over 99 days` from MAX_ETA_S on."""
+    return f"over {MAX_ETA_DAYS} days" if seconds >= MAX_ETA_S else format_duration(seconds)
 
 
 def epoch_fraction_done(position: InEpochProgress | None, epochs_run: int, pace: float, now: float) -> float:

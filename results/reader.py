@@ -148,6 +148,21 @@ def read_result_rows(path: Location) -> ResultRows:
     return result
 
 
+def printable(text: str) -> str:
+    """Text that can be written anywhere (HTML, JSON, UTF-8). A file or folder name that is no valid
+    UTF-8 arrives with surrogates in it (os.fsdecode), which no encoder takes: its bytes are shown
+    escaped instead (b"bad\\xff" as `bad\\xff`), and other lone surrogates as `\\ud800`."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (a JSON escape such as "\\ud800")
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _json_or_none(text: str):
     """Parsed JSON, or None for text that is not JSON: cut short, nested too deeply for the parser, an
     integer too long to convert."""

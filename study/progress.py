@@ -10,7 +10,8 @@ The study ETA is the epochs still expected — each unfinished trial to its stop
 chance of surviving each ASHA rung ahead of it (1 / reduction factor per rung), less the part of the
 current epoch each running trial has behind it, plus the trials not started — times the seconds per
 epoch (median of the last reports; before the first, estimated from the running trials' in-epoch rate),
-shared among the running trials: it counts down between reports. With neither it says "estimating"."""
+shared among the running trials: it counts down between reports. With neither it says "estimating"; past
+99 days, "over 99 days" (a damaged record never makes it overflow)."""
 from __future__ import annotations
 
 import math
@@ -22,8 +23,8 @@ from collections import deque
 from ray.tune import Callback
 
 from balpoe.progress import format_duration
-from results.in_epoch import (InEpochProgress, epoch_fraction_done, epoch_pace, format_silence, is_current,
-                              silence_limit, trial_eta)
+from results.in_epoch import (InEpochProgress, capped, epoch_fraction_done, epoch_pace, format_eta, format_silence,
+                              is_current, silence_limit, trial_eta)
 from results.reader import read_progress
 from results.stats import asha_rungs
 
@@ -82,9 +83,10 @@ class CompactProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         state = self._state(trial)
-        if result.get("epoch", 0) > state["epoch"] and result.get("time_this_iter_s"):
-            self.epoch_seconds.append(float(result["time_this_iter_s"]))
-            state["seconds"].append(float(result["time_this_iter_s"]))
+        seconds = result.get("time_this_iter_s")
+        if result.get("epoch", 0) > state["epoch"] and isinstance(seconds, (int, float)) and 0 < seconds < math.inf:
+            self.epoch_seconds.append(float(seconds))
+            state["seconds"].append(float(seconds))
         state["epoch"] = result.get("epoch", state["epoch"])
         state["heard_at"] = time.time()
         value = result.get(self.metric)
@@ -133,7 +135,7 @@ class CompactProgress(Callback):
         elapsed = time.monotonic() - self.started
         positions = self.positions(trials)
         eta = self.eta(trials, positions, now)
-        eta = format_duration(eta) if eta is not None else "estimating"
+        eta = format_eta(eta) if eta is not None else "estimating"
         status = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
         best_text = f"best {self.metric} {best[0]:.4f} ({best[1]})" if best else "no results yet"
         self._print(f"[{format_duration(elapsed)}] trials {len(trials)}/{self.expected} ({status}) | {best_text} | "
@@ -163,14 +165,15 @@ class CompactProgress(Callback):
             eta = trial_eta(position, reported, self.planned,
                             statistics.median(measured) if measured else math.nan, now)
             if not math.isnan(eta):
-                parts.append(f"eta {format_duration(eta)}")
+                parts.append(f"eta {format_eta(eta)}")
         parts.append(f"{self.metric} best {best_value}")
         return "  ".join(parts)
 
     def eta(self, trials, positions: dict[str, InEpochProgress] | None = None,
             now: float | None = None) -> float | None:
-        """Seconds until the study is expected to end; None until a pace is known (an epoch timed, or a
-        running trial's in-epoch rate). `positions` as from `positions(trials)` (read when not given)."""
+        """Seconds until the study is expected to end, at most `in_epoch.MAX_ETA_S`; None until a pace is
+        known (an epoch timed, or a running trial's in-epoch rate). `positions` as from `positions(trials)`
+        (read when not given)."""
         now = time.time() if now is None else now
         positions = self.positions(trials) if positions is None else positions
         pace = statistics.median(self.epoch_seconds) if self.epoch_seconds else math.nan
@@ -186,4 +189,4 @@ class CompactProgress(Callback):
                       for t in unfinished if t.status == "RUNNING")
         epochs += max(0, self.expected - len(trials)) * self.expected_remaining(0)
         running = max(1, sum(t.status == "RUNNING" for t in trials))
-        return max(0.0, epochs) * pace / running
+        return capped(max(0.0, epochs) * pace / running)
