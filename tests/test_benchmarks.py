@@ -149,3 +149,20 @@ def test_gpu_check_summary(gpu_check):
     assert "= 1.25x fp32 (900 MB, warm-up (compiling) 95 s)" in lines[6]
     assert lines[-2] == "  best packing: 2 trials per GPU"
     assert lines[-1] == "skipped: compiled epoch bf16 (would end after 480 s)"
+
+
+def test_fidelity_records_trunk_and_cooled_rungs_and_replays_asha(tmp_path):
+    csv = tmp_path / "fidelity.csv"
+    done = run("fidelity.py", "--epochs", "10", "--configs", "3", "--seeds", "1", "2", "--train-per-class", "100",
+               "--csv", str(csv), "--figure", str(tmp_path / "fidelity.png"))
+    assert done.returncode == 0, done.stderr
+    import pandas as pd
+    rows = pd.read_csv(csv)
+    assert len(rows) == 3 * 2 * 10  # configurations × seeds × epochs
+    cooled = rows.dropna(subset=["cooled"])
+    assert set(cooled["epoch"]) == {1, 2, 3, 4, 6}  # every trunk milestone a replay needs (step1 = 8)
+    assert (cooled["cooldown_epochs"] >= 1).all() and (rows.loc[rows["cooled"].isna(), "cooldown_epochs"] == 0).all()
+    assert re.search(rf"^noise ceiling .*rho ", done.stdout, re.M) and (tmp_path / "fidelity.png").stat().st_size
+    again = run("fidelity.py", "--from-csv", str(csv))  # the analysis again, from the recorded scores alone
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"^ASHA replayed", again.stdout, re.M)
