@@ -7,19 +7,21 @@
     <save_dir>/metrics.json              end-of-training metrics (test_*, test_full_*, shift_*)
 
 Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint
-in place of a good one.
+in place of a good one. A `config.json` already in the folder is replaced only when a run wrote it
+(`check_run_config`).
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
 
 from . import config as config_module
-from .files import atomic_write
+from .files import atomic_write, read_small_json
 from .trainer import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Trainer
 
 REQUIRED_KEYS = ("epoch", "state_dict", "optimizer", "monitor_best", "best_epoch", "config", "num_classes",
@@ -104,11 +106,24 @@ def write_json(path: Path, payload: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def check_run_config(save_dir: str | Path) -> None:
+    """A run folder's `config.json` is replaced only when a run wrote it (it holds our exact config under
+    "balpoe"): a config of the user's kept there, official or ours by hand, is never overwritten."""
+    path = Path(save_dir) / "config.json"
+    if os.path.lexists(path):
+        record = read_small_json(path)
+        if not (isinstance(record, dict) and isinstance(record.get("balpoe"), dict)):
+            raise config_module.ConfigError(
+                f"save_dir: {path} exists and was not written by a run (it has no \"balpoe\" section); it is left "
+                f"as it is: move it elsewhere, or choose another --save_dir")
+
+
 class RunFolder:
     """Trainer callback that keeps the run folder: summary rows, periodic and best checkpoints."""
 
     def __init__(self, save_dir: str | Path, config: config_module.Config, resumed_epoch: int = 0):
         self.dir = Path(save_dir)
+        check_run_config(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = config
         config_module.save(config, self.dir / "config.json")
@@ -152,13 +167,6 @@ class RunFolder:
 
     def on_fit_end(self, trainer, metrics: dict) -> None:
         write_json(self.dir / "metrics.json", metrics)
-
-
-def latest_checkpoint(save_dir: str | Path) -> Path | None:
-    """The newest complete periodic checkpoint (a partial write is named `*.pth.tmp`, so never this)."""
-    found = [p for p in Path(save_dir).glob("checkpoint-epoch*.pth")
-             if p.stem.removeprefix("checkpoint-epoch").isdigit()]
-    return max(found, key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")), default=None)
 
 
 def trainer_from_checkpoint(path: str, data_dir: str | None = None, device: str | None = None):

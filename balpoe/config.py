@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +21,25 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .datasets import DATASET_NAMES, REGISTRY
+from .files import atomic_write
 
 TAU_RULES = ("limits", "uniform")
 UINT32_MAX = 2**32 - 1  # NumPy's legacy seeding takes seeds in [0, 2**32)
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; a bigger file is something else, read no further
 
 
 class ConfigError(ValueError):
     """A config value is impossible; the message names the field."""
 
 
-def option(default: Any, *flags: str, help: str, official: str | None = None, **bounds: float) -> Any:
+def option(default: Any, *flags: str, help: str, official: str | None = None, path: bool = False,
+           **bounds: float) -> Any:
     """A recipe field and everything about it in one place: its command-line flags (official spelling
-    first), help, the range it must lie in (`gt`/`ge`/`lt`/`le`), and its key in the official BalPoE
-    JSON configs. The CLI (`balpoe.cli`), validation and the official-JSON mapping all come from this."""
-    extra = {"flags": list(flags), "help": help, "official": official}
+    first), help, the range it must lie in (`gt`/`ge`/`lt`/`le`), its key in the official BalPoE
+    JSON configs, and whether it is a path (checked and `~`-expanded by `checked_path`). The CLI
+    (`balpoe.cli`), validation and the official-JSON mapping all come from this."""
+    extra = {"flags": list(flags), "help": help, "official": official, "path": path}
     if isinstance(default, list):
         return Field(default_factory=lambda: list(default), json_schema_extra=extra, **bounds)
     return Field(default, json_schema_extra=extra, **bounds)
@@ -46,8 +52,8 @@ class Config(BaseModel):
     # data
     dataset: str = option("cifar100-lt", "--dataset", help=f"data set: {', '.join(DATASET_NAMES)}")
     data_dir: str = option("./data", "--data_dir", "--data-dir", official="data_loader.args.data_dir",
-                           help="folder holding the data (CIFAR: cifar-*-python/); an explicit copy wins over "
-                                "the system's Fashion-MNIST")
+                           path=True, help="folder holding the data (CIFAR: cifar-*-python/); an explicit copy "
+                                           "wins over the system's Fashion-MNIST")
     imb_factor: float = option(0.01, "--imb-factor", "--imb_factor", official="data_loader.args.imb_factor",
                                gt=0, le=1, help="imbalance factor f (0.01 = imbalance ratio 100)")
     val_fraction: float = option(0.2, "--val-fraction", "--val_fraction", gt=0, lt=1,
@@ -90,7 +96,7 @@ class Config(BaseModel):
     seed: int = option(1, "-s", "--seed", ge=0, le=UINT32_MAX,
                        help="run seed (model init, order, augmentation, mixup)")
     save_dir: str = option("runs/balpoe/cifar100_ir100", "--save_dir", "--save-dir", official="trainer.save_dir",
-                           help="run folder")
+                           path=True, help="run folder")
     save_period: int = option(50, "--save_period", "--save-period", official="trainer.save_period", ge=1,
                               help="write checkpoint-epoch{N}.pth every N epochs")
     eval_shift_every: int = option(0, "--eval-shift-every", "--eval_shift_every", ge=0,
@@ -152,6 +158,7 @@ FIELD_TYPES = {name: getattr(spec.annotation, "__name__", None) if isinstance(sp
 FLOAT_FIELDS = tuple(name for name, kind in FIELD_TYPES.items() if kind == "float")
 BOOL_FIELDS = tuple(name for name, kind in FIELD_TYPES.items() if kind == "bool")
 TEXT_FIELDS = tuple(name for name, kind in FIELD_TYPES.items() if kind == "str")
+PATH_FIELDS = tuple(name for name, spec in Config.model_fields.items() if spec.json_schema_extra["path"])
 _BOUND_SYMBOLS = {Gt: (">", "gt"), Ge: (">=", "ge"), Lt: ("<", "lt"), Le: ("<=", "le")}
 
 
@@ -259,13 +266,44 @@ def format_tau_list(taus) -> str:
     return ";".join(f"{float(t):g}" for t in taus)
 
 
+def path_problem(text: str) -> str | None:
+    """Why `text` cannot be a path the user meant, or None: an empty one (which would silently mean the
+    current folder) or a `~user` that names no user here (`expanduser` leaves it as it is)."""
+    if text == "":
+        return "an empty path; name a file or folder"
+    if os.path.expanduser(text).startswith("~"):
+        return f"{text.split('/', 1)[0]!r} names no user's home folder on this machine; write the path in full"
+    return None
+
+
+def checked_path(text: Any, name: str) -> Any:
+    """A path as given, with `~` expanded; refused by `name` when `path_problem` finds one. The one
+    checker every path goes through: command-line options, config files and our own fields alike."""
+    if not isinstance(text, str):
+        return text  # the field's own type check names it
+    problem = path_problem(text)
+    if problem:
+        raise ConfigError(f"{name}: {problem} (got {text!r})")
+    return os.path.expanduser(text)
+
+
+def listing(names: list[str], limit: int = 8) -> str:
+    """At most `limit` names, then how many more: a message stays one readable line."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
 def from_dict(values: dict[str, Any]) -> Config:
     """Our flat format. Unknown keys are an error, so a typo never silently keeps a default; every
-    value must already have its field's type (integers are accepted for float fields)."""
+    value must already have its field's type (integers are accepted for float fields). Paths have `~`
+    expanded here, so a `Config` never holds one that the shell would have expanded."""
     values = dict(values)
     unknown = sorted(map(str, set(values) - set(FIELD_NAMES) - set(TAU_RULE_INPUTS)))
     if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; known keys: {', '.join(FIELD_NAMES)}")
+        raise ConfigError(f"unknown config key(s): {listing(unknown)}; known keys: {', '.join(FIELD_NAMES)}")
+    for name in PATH_FIELDS:
+        if name in values:
+            values[name] = checked_path(values[name], name)
     tau_min, tau_max = values.pop("tau_min", None), values.pop("tau_max", None)
     num_experts = values.get("num_experts", field_default("num_experts"))
     if "tau_list" in values or tau_min is not None or tau_max is not None:
@@ -300,30 +338,44 @@ def merge(base: Config, overrides: dict[str, Any]) -> Config:
 
 
 # --- the official BalPoE JSON format ----------------------------------------------------------
-# official keys that describe the reference implementation's plumbing, not the recipe
+# Every key of an official config is honoured (a field), checked (a "type", or a value the recipe fixes)
+# or plumbing of the reference implementation that changes no result here (docs/recipe.md says why);
+# any other key is refused by name, so an official config is never trained as something else.
+_OFFICIAL_LOADERS = {info.official_loader: name for name, info in REGISTRY.items() if info.official_loader}
+# official key -> the values this trainer implements
+_OFFICIAL_TYPES = {
+    "data_loader.type": tuple(_OFFICIAL_LOADERS),
+    "arch.type": ("ResNet32Model",),
+    "optimizer.type": ("SGD",),
+    "loss.type": ("BSExpertLoss",),
+    "lr_scheduler.type": ("CustomLR",),
+    "combiner.type": ("Combiner",),
+    "combiner.mode": ("mixup", "default"),  # default: no mixing, mixup_alpha 0
+}
 _OFFICIAL_IGNORED = {
-    "name", "n_gpu", "add_extra_info", "metrics", "arch.type", "arch.args.num_classes",
-    "arch.args.returns_feat", "data_loader.type", "data_loader.args.shuffle", "data_loader.args.num_workers",
-    "optimizer.type", "loss.type", "lr_scheduler.type", "trainer.verbosity", "trainer.monitor",
-    "trainer.tensorboard", "combiner.type", "combiner.mode",
+    "name", "n_gpu", "add_extra_info", "metrics", "arch.args.returns_feat", "data_loader.args.num_workers",
+    "data_loader.args.retain_epoch_size", "trainer.verbosity", "trainer.monitor", "trainer.tensorboard",
 }
 # official keys accepted only at the value the standard recipe uses
 _OFFICIAL_FIXED = {
     "data_loader.args.randaugm": False, "data_loader.args.cutout": False, "data_loader.args.trivialaugm": False,
-    "arch.args.share_layer2": False, "arch.args.share_layer3": False,
+    "data_loader.args.shuffle": True, "data_loader.args.balanced": False, "data_loader.args.training": True,
+    "data_loader.args.imb_type": "exp", "arch.args.share_layer2": False, "arch.args.share_layer3": False,
+    "combiner.mixup.cutmix_alpha": 0.0, "combiner.mixup.target_mix_strategy": "mix_input",
 }
 _OFFICIAL_TO_FIELD = {
     **{field_meta(name)["official"]: name for name in FIELD_NAMES if field_meta(name)["official"]},
     **{spec["official"]: name for name, spec in TAU_RULE_INPUTS.items()},
 }
-_OFFICIAL_LOADERS = {info.official_loader: name for name, info in REGISTRY.items() if info.official_loader}
+_OFFICIAL_KEYS = sorted({*_OFFICIAL_TYPES, *_OFFICIAL_IGNORED, *_OFFICIAL_FIXED, *_OFFICIAL_TO_FIELD,
+                         "arch.args.num_classes"})
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             flat.update(_flatten(value, path + "."))
         else:
             flat[path] = value
@@ -334,6 +386,40 @@ def is_official(tree: dict[str, Any]) -> bool:
     return isinstance(tree.get("arch"), dict) and isinstance(tree.get("data_loader"), dict)
 
 
+def _unsupported_types(tree: dict[str, Any]) -> list[str]:
+    """Each section whose `type` (or the combiner's `mode`) names something this trainer does not
+    implement, with the values it does."""
+    problems = []
+    for key, supported in _OFFICIAL_TYPES.items():
+        section, leaf = key.split(".")
+        if section not in tree:
+            continue
+        if not isinstance(tree[section], dict):
+            problems.append(f"{section}: expected a mapping (got {tree[section]!r:.60})")
+            continue
+        value = tree[section].get(leaf)
+        if value not in supported:
+            given = "missing" if value is None else f"{value!r} is not supported"
+            problems.append(f"{key}: {given}; supported: {', '.join(supported)}")
+    return problems
+
+
+def _is_fixed_value(value: Any, fixed: Any) -> bool:
+    if isinstance(fixed, bool):  # the official code reads 0/1 as flags
+        return value is fixed or (_is_int(value) and value == fixed)
+    if isinstance(fixed, (int, float)):
+        return _is_number(value) and value == fixed
+    return value == fixed
+
+
+def _unknown_official_key(key: str) -> ConfigError:
+    section = key.split(".")[0]
+    known = [k for k in _OFFICIAL_KEYS if k.split(".")[0] == section]
+    where = f"the keys it reads under {section}: {listing(known)}" if known else \
+        f"the top-level keys it reads: {', '.join(sorted({k.split('.')[0] for k in _OFFICIAL_KEYS}))}"
+    return ConfigError(f"{key}: not a key this trainer reads, so it would be ignored; {where}")
+
+
 def from_official(tree: dict[str, Any]) -> Config:
     """Import an official BalPoE config. A `balpoe` section (which our own run folders write) wins:
     it is the exact resolved config, so our `config.json` round-trips."""
@@ -341,27 +427,36 @@ def from_official(tree: dict[str, Any]) -> Config:
         if not isinstance(tree["balpoe"], dict):
             raise ConfigError(f"balpoe: expected our config as a mapping (got {tree['balpoe']!r})")
         return from_dict(tree["balpoe"])
-    values: dict[str, Any] = {}
+    problems = _unsupported_types(tree)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    loader = tree["data_loader"]["type"]
+    values: dict[str, Any] = {"dataset": _OFFICIAL_LOADERS[loader]}
+    classes = REGISTRY[values["dataset"]].num_classes
     for key, value in _flatten(tree).items():
-        if key in _OFFICIAL_IGNORED:
+        if key in _OFFICIAL_IGNORED or key in _OFFICIAL_TYPES:
             continue
         if key in _OFFICIAL_FIXED:
-            if value is not _OFFICIAL_FIXED[key] and value != int(_OFFICIAL_FIXED[key]):
-                raise ConfigError(f"{key}: {value!r} is not supported; the standard recipe uses {_OFFICIAL_FIXED[key]!r}")
+            if not _is_fixed_value(value, _OFFICIAL_FIXED[key]):
+                raise ConfigError(f"{key}: {value!r} is not supported; this trainer implements only "
+                                  f"{_OFFICIAL_FIXED[key]!r}")
+            continue
+        if key == "arch.args.num_classes":
+            if not (_is_int(value) and value == classes):
+                raise ConfigError(f"{key}: {value!r} does not match data_loader.type {loader}, which has {classes}")
             continue
         if key not in _OFFICIAL_TO_FIELD:
-            raise ConfigError(f"unknown key in official config: {key}")
+            raise _unknown_official_key(key)
         name = _OFFICIAL_TO_FIELD[key]
         if name in BOOL_FIELDS and _is_int(value) and value in (0, 1):  # the official code reads 0/1 as flags
             value = bool(value)
         values[name] = value
-    loader = tree["data_loader"].get("type")
-    if not isinstance(loader, str) or loader not in _OFFICIAL_LOADERS:
-        raise ConfigError(f"data_loader.type: {loader!r} is not supported; choose one of {', '.join(_OFFICIAL_LOADERS)}")
-    values["dataset"] = _OFFICIAL_LOADERS[loader]
-    arch = tree["arch"].get("type")
-    if arch != "ResNet32Model":
-        raise ConfigError(f"arch.type: {arch!r} is not supported; only ResNet32Model (CIFAR) is")
+    if "combiner" in tree and tree["combiner"]["mode"] == "default":  # the reference's training without mixing
+        alpha = values.get("mixup_alpha", 0)
+        if alpha != 0:
+            raise ConfigError(f"combiner.mixup.alpha: {alpha!r} is not used by combiner.mode 'default', which "
+                              f"trains without mixup; set the mode to 'mixup' or the alpha to 0")
+        values["mixup_alpha"] = 0.0
     return from_dict(values)
 
 
@@ -380,7 +475,8 @@ def to_official(config: Config) -> dict[str, Any]:
         "arch": {"type": "ResNet32Model", "args": {"num_classes": info.num_classes, "returns_feat": True}},
         "data_loader": {"type": info.official_loader or config.dataset, "args": {"shuffle": True, "randaugm": False}},
         "optimizer": {"type": "SGD"}, "loss": {"type": "BSExpertLoss"}, "lr_scheduler": {"type": "CustomLR"},
-        "trainer": {"monitor": "max val_balanced_acc"}, "combiner": {"type": "Combiner", "mode": "mixup"},
+        "trainer": {"monitor": "max val_balanced_acc"},
+        "combiner": {"type": "Combiner", "mode": "mixup" if config.mixup_alpha > 0 else "default"},
     }
     for key, name in _OFFICIAL_TO_FIELD.items():
         if name in TAU_RULE_INPUTS:
@@ -393,7 +489,7 @@ def to_official(config: Config) -> dict[str, Any]:
 
 def load_file(path: str | Path) -> Config:
     """Read a config file (ours or official), as data only."""
-    path = Path(path)
+    path = Path(checked_path(str(path), "config"))
     if path.is_dir():
         raise ConfigError(f"config: {path} is a folder, not a config file")
     if not path.is_file():
@@ -401,6 +497,10 @@ def load_file(path: str | Path) -> Config:
             raise ConfigError(f"config: {path} is not a regular file; name a JSON or YAML config file")
         raise ConfigError(f"config: file not found (got {str(path)!r})")
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config: {path} holds {size:,} bytes; a config is a few KB of settings (at most "
+                              f"{MAX_CONFIG_BYTES >> 20} MiB here), so this is another kind of file")
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"config: {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 JSON or YAML") from None
@@ -409,6 +509,8 @@ def load_file(path: str | Path) -> Config:
     kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
     try:
         tree = _parse_yaml(text) if kind == "YAML" else json.loads(text, object_pairs_hook=_unique_keys)
+    except _NotForAConfig as err:
+        raise ConfigError(f"config: {path}: {err}") from None
     except ValueError as err:  # JSONDecodeError, a repeated key, an integer too long to convert
         raise ConfigError(f"config: {path} is not valid {kind}: {err}") from None
     except RecursionError:
@@ -420,28 +522,50 @@ def load_file(path: str | Path) -> Config:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A key given twice is a mistake (which one did the user mean?), not "the last one wins"."""
-    keys = [key for key, _ in pairs]
-    repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+    """A key given twice is a mistake (which one did the user mean?), not "the last one wins".
+    Counted in one pass: a config of 60,000 keys is refused in milliseconds, not minutes."""
+    repeated = sorted(str(key) for key, count in Counter(key for key, _ in pairs).items() if count > 1)
     if repeated:
-        raise ValueError(f"key(s) {', '.join(repeated)} given more than once")
+        raise ValueError(f"key(s) {listing(repeated)} given more than once")
     return dict(pairs)
 
 
+class _NotForAConfig(ValueError):
+    """Valid YAML that no config needs (an alias, a key that is not a name): refused by what it is."""
+
+
 def _parse_yaml(text: str) -> Any:
-    """`yaml.safe_load` (data only, no tags that build objects), refusing repeated keys like JSON."""
+    """`yaml.safe_load`'s constructors (data only, no tags that build objects), bounded: no aliases
+    (an "alias bomb" of a few lines expands to billions of values), keys must be names, and a key
+    given twice is refused like in JSON. The file's size is capped before (MAX_CONFIG_BYTES), which
+    bounds the pure-Python parser's time to seconds."""
     import yaml
 
-    class UniqueKeyLoader(yaml.SafeLoader):
+    class ConfigLoader(yaml.SafeLoader):
+        def construct_object(self, node, deep=False):
+            if node in self.constructed_objects or node in self.recursive_objects:  # a node met again: an alias
+                raise _NotForAConfig(f"the values at line {node.start_mark.line + 1} are repeated by a YAML alias "
+                                     f"(*name); write them out, a config needs no anchors or aliases")
+            return super().construct_object(node, deep=deep)
+
         def construct_mapping(self, node, deep=False):
-            self.flatten_mapping(node)  # YAML merge keys (<<: *anchor) as safe_load reads them
-            return _unique_keys([(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep))
-                                 for k, v in node.value])
+            self.flatten_mapping(node)  # YAML merge keys (<<: {...}) as safe_load reads them
+            pairs = []
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, str):
+                    shown = f"a {type(key).__name__}" if isinstance(key, (list, dict)) else repr(key)
+                    raise _NotForAConfig(f"line {key_node.start_mark.line + 1}: a key must be a name like lr "
+                                         f"(got {shown})")
+                pairs.append((key, self.construct_object(value_node, deep=deep)))
+            return _unique_keys(pairs)
     try:
-        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ValueError(str(err)) from None
 
 
 def save(config: Config, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_official(config), indent=2) + "\n")
+    """Written whole or not at all: an interrupt never leaves half a `config.json` in a run folder."""
+    text = json.dumps(to_official(config), indent=2) + "\n"
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))

@@ -11,19 +11,26 @@ Layout of an export folder:
                        indices  int64   (samples,)   index of each sample in the original train or test
                                                      set (train: unaugmented, in the subset's order)
 
+Only an earlier export's own files are ever replaced or removed: a `manifest.json` whose "format" is
+"balpoe-logits" and `<split>.npz` archives of exactly logits, labels and indices; a folder holding any
+other file of those names is refused before anything is computed (`check_export_folder`).
+
 The ensemble's prediction is `logits.mean(axis=1).argmax(axis=1)`; expert e's logits corrected to the
 uniform prior are `logits[:, e] + (tau_list[e] - 1) * log(train_class_counts / sum)`.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import write_json
-from .files import atomic_write, publish_folder
+from .config import ConfigError
+from .files import atomic_write, publish_folder, read_small_json
 from .datasets import class_names
 from .progress import BatchProgress, format_duration
 
@@ -31,6 +38,31 @@ FORMAT, VERSION = "balpoe-logits", 1
 MANIFEST = "manifest.json"
 SOURCES = {"train": "train set (long-tailed subset)", "val": "test set (validation part)",
            "test": "test set (reported part)", "test_full": "test set (whole)"}
+ARRAYS = ("logits", "labels", "indices")  # what each <split>.npz holds, and nothing else
+
+
+def written_by_export(path: Path) -> bool:
+    """Whether `path` is a file an export writes: our manifest, or a split archive of exactly ARRAYS."""
+    if path.name == MANIFEST:
+        record = read_small_json(path)
+        return isinstance(record, dict) and record.get("format") == FORMAT
+    if not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sorted(archive.namelist()) == sorted(f"{name}.npy" for name in ARRAYS)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def check_export_folder(folder: str | Path) -> None:
+    """Refuse a folder holding a file an export would replace or remove but did not write."""
+    folder = Path(folder)
+    names = (MANIFEST, *(f"{split}.npz" for split in SOURCES))
+    foreign = [name for name in names if os.path.lexists(folder / name) and not written_by_export(folder / name)]
+    if foreign:
+        raise ConfigError(f"--output: {folder} holds {', '.join(foreign)}, not written by an export; they are left "
+                          f"as they are: choose another --output, or move them")
 
 
 def sha256(path: str | Path) -> str:
@@ -58,6 +90,7 @@ def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, l
     the manifest names as the checkpoint when `checkpoint` is a local copy of it (one in an object store)."""
     callbacks = [BatchProgress()] if callbacks is None else list(callbacks)
     folder = Path(output)
+    check_export_folder(folder)
     config = trainer.config
     sizes = {split: len(getattr(trainer.data, split)) for split in splits}
     manifest = {

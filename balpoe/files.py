@@ -2,14 +2,16 @@
 and finding out that a folder cannot be written before any expensive work starts."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 STAGING_PREFIX = ".incoming-"
+MAX_RECORD_BYTES = 16 << 20  # our JSON records (an evaluation, a manifest, a run's config) are far smaller
 
 
 def atomic_write(path: Path, write) -> None:
@@ -65,6 +67,19 @@ def publish_folder(folder: str | Path, write: Callable[[Path], None], last: str,
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def read_small_json(path: str | Path) -> Any:
+    """What a regular file of at most MAX_RECORD_BYTES holds as JSON, or None when it is absent, not a
+    regular file (never opened, so a named pipe is not waited on), larger, or not JSON: how a command
+    tells a record it wrote itself, which it may replace, from a file it must leave alone."""
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:
+            return None
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
 def writable_folder_problem(folder: str | Path) -> str | None:
     """Why files cannot be written in `folder`, or None when they can: a probe file is written and
     removed, which is what a permission bit, a read-only mount, a path through a file, a name too long
@@ -84,8 +99,10 @@ def writable_folder_problem(folder: str | Path) -> str | None:
         created = [p for p in (folder, *folder.parents) if not p.exists()]
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-probe-{uuid.uuid4().hex}"
-        probe.write_text("probe")
-        probe.unlink()
+        try:
+            probe.write_text("probe")
+        finally:  # an interrupt between the write and the removal leaves no probe behind
+            probe.unlink(missing_ok=True)
     except OSError as err:
         return f"{folder} is not writable ({err.strerror or err})"
     finally:

@@ -15,11 +15,12 @@ on the index with a `note` saying why, its page says so, and its JSON tables ans
 reason; the other experiments are not affected.
 
 Each experiment is read once per change of its files, in the background (`snapshots.py`); requests
-are answered from the last reading, and the tables, JSON and figures drawn from it are kept with it,
-so a page polled by a team costs a few `stat` calls per trial a second. Folder names that are no UTF-8
-are shown, linked and answered by their printable form (`bad\\xff`). The handlers are plain functions:
-FastAPI runs them in its thread pool, off the event loop. The replica reserves no CPU and no GPU, so it
-never takes a slot from a trial.
+are answered from the last reading, and the tables, JSON, figures and HTML drawn from it are kept with
+it (the index and the page of an experiment that cannot be read are drawn once per change, with the
+clock put in per request), so a page polled by a team costs a few `stat` calls per trial a second.
+Folder names that are no UTF-8 are shown, linked and answered by their printable form (`bad\\xff`).
+The handlers are plain functions: FastAPI runs them in its thread pool, off the event loop. The replica
+reserves no CPU and no GPU, so it never takes a slot from a trial.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import time
 from urllib.parse import quote, urlencode
 
 import pandas as pd
+from markupsafe import Markup
 
 from . import figures as figure_module
 from .console import default_columns
@@ -38,7 +40,7 @@ from .html import experiment_context, render, stamp, table_view
 from .in_epoch import capped, format_eta, format_silence
 from .optuna_db import dashboard_command
 from .reader import printable
-from .snapshots import NotAnExperiment, Snapshot, Snapshots, ThisSecond
+from .snapshots import NotAnExperiment, Snapshot, Snapshots
 from .storage import Location, location
 
 APP_NAME = "balpoe-results"
@@ -52,6 +54,7 @@ INDEX_COLUMNS = ["name", "kind", "trials", "finished", "asha_stopped", "unfinish
 FIRST_READING_WAIT_S = 5.0      # a page waits this long for an experiment never read before, then says
                                 # "being read" (its JSON tables wait until it is read)
 DRAWING = threading.Lock()      # pyplot is not thread-safe: one figure drawn at a time
+CLOCK = Markup("<!--clock-->")  # where a page drawn once per change shows the time it is served
 
 
 class NotFound(Exception):
@@ -72,8 +75,8 @@ class ResultsSite:
         self.refresh_s = refresh_s
         self.ray_dashboard_url = ray_dashboard_url
         self.snapshots = Snapshots(recheck_s=recheck_s, prepare=self.prepare)
+        self._found = None              # (time.monotonic() when listed, (name, snapshot) of each experiment)
         self._index = None              # (the snapshots it was made from, the index)
-        self.index_page = ThisSecond()
 
     # --- experiments ------------------------------------------------------------------------------
     def folder(self, name: str) -> Location:
@@ -127,18 +130,24 @@ class ResultsSite:
         return children
 
     def current(self) -> tuple[tuple[str, Snapshot], ...]:
-        """(name, current snapshot) of every experiment under the root."""
-        found = []
-        for name in self.names():
+        """(name, current snapshot) of every experiment under the root, listed at most every `recheck_s`
+        (as each folder is looked at): a burst of requests lists the root once."""
+        kept, start = self._found, time.monotonic()
+        if kept is not None and start - kept[0] < self.snapshots.recheck_s:
+            return kept[1]
+        found, names = [], self.names()
+        for name in names:
             try:
                 found.append((name, self.snapshot(name, FIRST_READING_WAIT_S)))
             except NotFound:
                 continue
-        self.snapshots.keep_only({self.root / name for name, _ in found})
-        return tuple(found)
+        self.snapshots.keep_only({self.root / name for name in names})  # what holds no experiment is kept too
+        self._found = (start, tuple(found))
+        return self._found[1]
 
     def index(self, found: tuple[tuple[str, Snapshot], ...]) -> dict:
-        """The index table, its JSON and its view, made once per set of snapshots."""
+        """The index table, its JSON and its page, made once per set of snapshots (the change token: a
+        snapshot is replaced only when its folder's files change)."""
         kept = self._index
         if kept is not None and len(kept[0]) == len(found) and \
                 all(a == b and s is t for (a, s), (b, t) in zip(kept[0], found)):
@@ -146,9 +155,10 @@ class ResultsSite:
         table = pd.DataFrame([snapshot.view("index row", lambda: index_row(name, snapshot))
                               for name, snapshot in found], columns=INDEX_COLUMNS)
         shown = table if table["note"].notna().any() else table.drop(columns="note")
+        view = table_view(shown, row_hrefs=[f"experiments/{quote(n)}" for n in table["name"]]) if len(table) else None
         index = {"table": table, "json": _records(table),
-                 "view": table_view(shown, row_hrefs=[f"experiments/{quote(n)}" for n in table["name"]])
-                 if len(table) else None}
+                 "html": render("index.html", title="BalPoE studies", root=str(self.root), experiments=view,
+                                **self.page_header(index=True, updated=CLOCK))}
         self._index = (found, index)
         return index
 
@@ -195,24 +205,23 @@ class ResultsSite:
         return srcs, skipped
 
     # --- pages ------------------------------------------------------------------------------------
-    def page_header(self, index: bool = False) -> dict:
+    def page_header(self, index: bool = False, updated: str | None = None) -> dict:
+        """`updated`: the time shown (now when not given; CLOCK in a page drawn once for many requests)."""
         links = [] if index else [("all experiments", "../")]
         if self.ray_dashboard_url:
             links.append(("Ray dashboard", self.ray_dashboard_url))
-        return {"links": links, "updated": stamp(), "refresh_s": self.refresh_s}
+        return {"links": links, "updated": updated or stamp(), "refresh_s": self.refresh_s}
 
     def index_html(self) -> str:
-        index = self.index(self.current())
-        return self.index_page.get("index", lambda: render(
-            "index.html", title="BalPoE studies", root=str(self.root), experiments=index["view"],
-            **self.page_header(index=True)), depends_on=index)
+        return served_now(self.index(self.current())["html"])
 
     def experiment_html(self, name: str, sort: str | None = None, descending: bool | None = None) -> str:
         snapshot = self.snapshot(name, FIRST_READING_WAIT_S)
         exp = snapshot.experiment
         if exp is None:
-            return render("unavailable.html", title=f"{name} — BalPoE study", name=name, pending=snapshot.pending,
-                          problem=snapshot.problem, **self.page_header())
+            return served_now(snapshot.view("unavailable page", lambda: render(
+                "unavailable.html", title=f"{name} — BalPoE study", name=name, pending=snapshot.pending,
+                problem=snapshot.problem, **self.page_header(updated=CLOCK))))
         if sort not in exp.trials.columns:
             sort, descending = None, None
         context = snapshot.view(("page", sort, descending),
@@ -299,6 +308,11 @@ def _draw(figure: str, exp: Experiment) -> bytes | figure_module.NotApplicable:
 
 def _duration(seconds: float) -> str:
     return "–" if seconds is None or math.isnan(seconds) else format_eta(seconds)
+
+
+def served_now(html: str) -> str:
+    """A page drawn once for many requests, with the time it is served in its header."""
+    return html.replace(CLOCK, stamp(), 1)
 
 
 def _records(table: pd.DataFrame) -> str:

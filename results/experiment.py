@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import stats
 from .in_epoch import epoch_pace, is_current, silence_limit, trial_eta
-from .optuna_db import (StorageError, folder_storage_url, hide_password, journal_path, open_storage,
+from .optuna_db import (StorageError, driver_message, folder_storage_url, journal_path, open_storage, shown_url,
                         sqlite_path)
 from .reader import (OPTUNA_FILE, DamagedFile, ExperimentError, TrialFiles,
                      check_experiment_folder, present, read_asha_stopped, read_progress, read_settings,
@@ -254,7 +254,7 @@ def read_optuna(where: Location | str, study_name: str, objectives: list[str]) -
     if isinstance(where, Path):
         url, label, file = f"sqlite:///{where}", f"{OPTUNA_FILE}: {where}", where
     else:
-        url, label, file = where, f"optuna_storage: {hide_password(where)}", journal_path(where) or sqlite_path(where)
+        url, label, file = where, f"optuna_storage: {shown_url(where)}", journal_path(where) or sqlite_path(where)
     if file is not None and not (file.exists() or file.is_symlink()):
         return pd.DataFrame()
     import optuna
@@ -270,6 +270,6 @@ def read_optuna(where: Location | str, study_name: str, objectives: list[str]) -
         raise ExperimentError(f"{label.split(':')[0]}: {err}") from None
     except Exception as err:  # a foreign database, or one changed while read, must not break the tables
         raise ExperimentError(f"{label}: cannot read the Optuna study {study_name!r} "
-                              f"({hide_password(str(err))})") from None
+                              f"({driver_message(err, url)})") from None
     names = {f"values_{i}": metric for i, metric in enumerate(objectives)} | {"value": objectives[0]}
     return frame.rename(columns=lambda c: names.get(c, c.removeprefix("params_")))

@@ -17,7 +17,7 @@ import jinja2
 import pandas as pd
 
 from .experiment import Experiment
-from .optuna_db import hide_password
+from .optuna_db import hide_password, shown_url
 from .reader import printable
 from .stats import config_columns, is_canonical
 
@@ -102,6 +102,8 @@ def experiment_context(exp: Experiment, tables: dict, figure_srcs: dict, skipped
         trials_table = table_view(trials[default_columns(exp, trials)], max_rows=25, more_note=" in the tables")
     fidelity = tables.get("asha_fidelity")
     versions = exp.settings.get("versions", {})
+    storage = exp.settings.get("optuna_storage")  # shown without its password, wherever it appears
+    shown_settings = {**exp.settings, **({"optuna_storage": shown_url(storage)} if storage else {})}
     return {
         "title": f"{exp.name} — BalPoE study", "status": status_text(exp),
         "exp": {"name": exp.name, "kind": exp.kind, "path": str(exp.path), "skipped_lines": exp.skipped_lines},
@@ -118,10 +120,10 @@ def experiment_context(exp: Experiment, tables: dict, figure_srcs: dict, skipped
         "fidelity_warnings": [v for v in fidelity["verdict"] if not v.startswith("good")] if fidelity is not None
         else [],
         "optuna_trials": view("optuna_trials", 25),
-        "optuna_where": hide_password(exp.settings.get("optuna_storage") or "optuna.db"),
+        "optuna_where": shown_url(storage) if storage else "optuna.db",
         "versions": [(k, v) for k, v in versions.items() if k != "command"],
-        "command": versions.get("command"),
-        "settings_json": hide_password(json.dumps(exp.settings, indent=2, sort_keys=True)),  # --optuna-storage
+        "command": hide_password(versions["command"], storage) if "command" in versions else None,
+        "settings_json": hide_password(json.dumps(shown_settings, indent=2, sort_keys=True), storage),
     }
 
 

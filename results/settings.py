@@ -26,6 +26,14 @@ DEFAULT_OBJECTIVES = (("val_balanced_acc", "max"),)
 # metrics reported every epoch that may be optimised; test metrics never are (that would leak)
 OBJECTIVE_METRICS = ("val_balanced_acc", "val_acc", "val_many_acc", "val_medium_acc", "val_few_acc",
                      "val_nll", "val_ece", "val_mce", "train_loss", "train_acc")
+# the direction in which each kind of metric improves, by its last word (val_balanced_acc: acc)
+MODES = {"acc": "max", "loss": "min", "nll": "min", "brier": "min", "ece": "min", "mce": "min"}
+
+
+def known_mode(metric: str) -> str | None:
+    """`max` or `min` for a metric whose direction is known, else None: an objective given without a mode
+    takes this, and the tables rank metrics outside a study's objectives by it."""
+    return MODES.get(metric.rpartition("_")[2])
 
 
 class StudyError(ValueError):

@@ -9,7 +9,8 @@ JSON, figures, the index row) is computed once per snapshot. When it changes, a 
 reads it again while requests keep getting the last reading, and the new one replaces it once complete.
 
 A snapshot either holds the experiment or says why it cannot be read now (a damaged `study.json`,
-anything the reader raises): the page flags that experiment and goes on with the others. The reader
+anything the reader raises): the page flags that experiment and goes on with the others. A folder that
+holds no experiment is remembered the same way, so neither is looked at again before its files change. The reader
 itself never blocks on a record that is not a regular file (a named pipe) and notes damaged trial
 records in the experiment's `warnings()`.
 """
@@ -90,6 +91,7 @@ class Snapshot:
     experiment: Experiment | None
     problem: str = ""
     pending: bool = False               # a placeholder: the folder's first reading is under way
+    not_an_experiment: bool = False     # the folder holds no experiment (the page does not list it)
     views: Memo = field(default_factory=Memo)
     pages: ThisSecond = field(default_factory=ThisSecond)
     checked: float = -math.inf          # time.monotonic() when the fingerprint last matched the folder
@@ -161,10 +163,12 @@ class Snapshots:
     Readings happen in a few background threads, one per folder at a time: while a changed folder is
     read again, requests get the last reading (nobody waits for a re-read), and `prepare` runs on each
     new reading before it replaces the old one (the page draws its figures there). A folder's first
-    reading is shown as soon as it is read, and prepared after. Only a folder never read before makes
-    a request wait: at most `wait_s` seconds (None: until it is read), then it gets a placeholder
+    reading is shown as soon as it is read, and prepared after. `prepare` runs in a thread of its own,
+    so no reading ever queues behind the drawing of figures. Only a folder never read before makes a
+    request wait: at most `wait_s` seconds (None: until it is read), then it gets a placeholder
     (`pending`). A snapshot checked less than `recheck_s` ago is served without looking at the files
-    again: under a burst of requests a folder is looked at once a second, not once a request."""
+    again: under a burst of requests a folder is looked at once a second, not once a request; that
+    holds for a folder that holds no experiment, and for one that cannot be read, too."""
 
     def __init__(self, load: Callable[[Location], Experiment] = load_experiment, recheck_s: float = 1.0,
                  prepare: Callable[[Snapshot], None] | None = None, readers: int = 2):
@@ -175,8 +179,16 @@ class Snapshots:
         self._reading: dict[Location, Future] = {}
         self._guard = threading.Lock()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="experiment-reader")
+        self._drawer = ThreadPoolExecutor(1, thread_name_prefix="experiment-drawer")  # figures: one at a time
 
     def get(self, folder: Location, wait_s: float | None = None) -> Snapshot:
+        """The current snapshot of `folder`; raises NotAnExperiment when it is gone or holds no experiment."""
+        snapshot = self._current_or_read(folder, wait_s)
+        if snapshot.not_an_experiment:
+            raise NotAnExperiment(folder)
+        return snapshot
+
+    def _current_or_read(self, folder: Location, wait_s: float | None) -> Snapshot:
         start = time.monotonic()
         current = self._current.get(folder)
         if current is not None and start - current.checked < self.recheck_s:
@@ -208,22 +220,30 @@ class Snapshots:
     def _read_and_keep(self, folder: Location, marks: tuple, start: float) -> Snapshot:
         try:
             snapshot = self._read(folder, marks)
-            first = folder not in self._current
-            if not first:
-                self._prepared(snapshot)
-            snapshot.checked = start
-            with self._guard:
-                self._current[folder] = snapshot
-            if first:
-                self._readers.submit(self._prepared, snapshot)
-            return snapshot
-        except NotAnExperiment:
-            with self._guard:
-                self._current.pop(folder, None)
-            raise
-        finally:
+        except BaseException:
             with self._guard:
                 self._reading.pop(folder, None)
+            raise
+        snapshot.checked = start
+        last = self._current.get(folder)
+        if snapshot.experiment is not None and last is not None and last.experiment is not None:
+            self._drawer.submit(self._prepare_and_keep, folder, snapshot)  # shown once its figures are drawn
+        else:
+            self._keep(folder, snapshot)  # a first reading is shown at once, and its figures drawn next
+            if snapshot.experiment is not None:
+                self._drawer.submit(self._prepared, snapshot)
+        return snapshot
+
+    def _keep(self, folder: Location, snapshot: Snapshot) -> None:
+        with self._guard:
+            self._current[folder] = snapshot
+            self._reading.pop(folder, None)
+
+    def _prepare_and_keep(self, folder: Location, snapshot: Snapshot) -> None:
+        try:
+            self._prepared(snapshot)
+        finally:
+            self._keep(folder, snapshot)
 
     def _prepared(self, snapshot: Snapshot) -> None:
         if self._prepare is not None and snapshot.experiment is not None:
@@ -244,13 +264,13 @@ class Snapshots:
     def _read(self, folder: Location, marks: tuple) -> Snapshot:
         try:
             check_experiment_folder(folder)
-        except ExperimentError:
-            raise NotAnExperiment(folder) from None
+        except ExperimentError as err:
+            return Snapshot(marks, None, str(err), not_an_experiment=True)
         try:
             return Snapshot(marks, self._load(folder))
         except Exception as err:
             if not folder.is_dir():  # removed while it was read
-                raise NotAnExperiment(folder) from None
+                return Snapshot(marks, None, "removed while it was read", not_an_experiment=True)
             return Snapshot(marks, None, problem(err, folder))
 
 

@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .settings import known_mode
+
 # Published BalPoE figures, CIFAR-100-LT IR 100, 3 experts, τ 0/1/2, mixup α 0.4, 200 epochs, in %.
 # Accuracy/ECE/MCE: the paper's Tables 2–3 (5 seeds); many/medium/few: an independent reproduction;
 # shift_*: the paper's test-agnostic results.
@@ -148,7 +150,7 @@ def compare_with_baseline(trials: pd.DataFrame, baseline: pd.DataFrame, metrics:
             values = pd.to_numeric(group[metric], errors="coerce").to_numpy(float)
             beyond, test = noise_test(values, reference)
             difference = np.nanmean(values) - np.nanmean(reference) if len(reference) else math.nan
-            sign = -1 if modes.get(metric, _default_mode(metric)) == "min" else 1
+            sign = -1 if modes.get(metric, known_mode(metric)) == "min" else 1
             rows.append({**{k: group[k].iloc[0] for k in keys}, "metric": metric, "n": len(group),
                          "mean": np.nanmean(values), "baseline_mean": np.nanmean(reference) if len(reference) else math.nan,
                          "baseline_std": np.nanstd(reference, ddof=1) if len(reference) > 1 else math.nan,
@@ -156,10 +158,6 @@ def compare_with_baseline(trials: pd.DataFrame, baseline: pd.DataFrame, metrics:
                          "better": bool(sign * difference > 0) if not math.isnan(difference) else None,
                          "beyond_noise": beyond, "test": test})
     return pd.DataFrame(rows)
-
-
-def _default_mode(metric: str) -> str:
-    return "min" if metric.endswith(("_ece", "_mce", "_nll", "_loss")) else "max"
 
 
 def is_canonical(trials: pd.DataFrame) -> tuple[bool, str]:

@@ -6,6 +6,7 @@ import errno
 import ipaddress
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -75,13 +76,31 @@ def loopback_worker_setup() -> None:
     replace_grpc_add_port(add_port_on_node_ip)
 
 
+@contextlib.contextmanager
+def interrupts_held():
+    """Ctrl-C while `ray.init` starts a cluster is held until it returns, then raised: cut short inside
+    `ray.init`, Ray leaves the processes it has started running for minutes, beyond `ray.shutdown`'s reach.
+    Once `ray.init` has returned, `ray.shutdown` (the caller's, or Ray's own at exit) stops them all."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
 def init_local_ray(dashboard_host: str = "127.0.0.1", **init_kwargs):
     """`ray.init` for a new single-machine cluster whose services all listen on loopback only (the dashboard on
     `dashboard_host`). Never for `--address`: nodes of a multi-node cluster must reach each other."""
     import ray
     options = {"address": "local", **local_ray_options(dashboard_host)}  # never join a `ray start` cluster here
     options["runtime_env"] = {**options["runtime_env"], **(init_kwargs.pop("runtime_env", None) or {})}
-    with loopback_node_ip():
+    with interrupts_held(), loopback_node_ip():
         context = ray.init(**options, **init_kwargs)
     node_ip = context.address_info.get("node_ip_address") or ""
     if not is_loopback(node_ip):  # joined an existing cluster, or a Ray whose IP logic changed

@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from balpoe.cli import parse_path
 from balpoe.datasets import DATASET_NAMES, REGISTRY
 from balpoe.files import writable_folder_problem
 
@@ -50,8 +51,10 @@ class Check:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="cifar100-lt", choices=DATASET_NAMES, help="data set the study will use")
-    parser.add_argument("--data-dir", default="./data", help="folder that holds (or will hold) the data set")
-    parser.add_argument("--storage-path", default="./runs", help="where studies write their results")
+    parser.add_argument("--data-dir", type=parse_path, default="./data",
+                        help="folder that holds (or will hold) the data set")
+    parser.add_argument("--storage-path", type=parse_path, default="./runs",
+                        help="where studies write their results")
     parser.add_argument("--address", default=None,
                         help="Ray cluster to connect to (default: start a local Ray and stop it again)")
     parser.add_argument("--skip-ray", action="store_true", help="skip the Ray checks (the slow ones)")

@@ -24,6 +24,7 @@ from . import dashboard
 from .cluster import check_schedulable, check_shared_storage, start_ray
 from .disk import DiskGuard
 from .progress import CompactProgress
+from .searcher import stopped_by_storage
 from .settings import StudyError, StudySettings, resume_command
 from .tuner import build_tuner, restore_tuner
 
@@ -101,13 +102,13 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
     if not resume:
         settings = prepare_data(settings)
     quiet_ray()
-    context = start_ray(args)
-    if dashboard.ray_dashboard(context):
-        print(f"Ray dashboard: {dashboard.ray_dashboard(context)}")
-    # SIGTERM would kill Tune without saving state; Tune treats SIGUSR1 like Ctrl-C, so forward it
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
     served = False
-    try:
+    try:  # from before Ray starts: a Ctrl-C while it starts is raised once it has, and Ray is shut down
+        context = start_ray(args)
+        if dashboard.ray_dashboard(context):
+            print(f"Ray dashboard: {dashboard.ray_dashboard(context)}")
+        # SIGTERM would kill Tune without saving state; Tune treats SIGUSR1 like Ctrl-C, so forward it
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
         if not resume:
             settings = resolve_resources(settings)
             location(settings.experiment_dir).mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,8 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
             tuner = build_tuner(settings, callbacks=[CompactProgress(settings, interval=args.progress_interval),
                                                      DiskGuard(settings.min_free_mb)])
         tuner.fit()
-        return summarise(settings)
+        code = summarise(settings)
+        return 1 if stopped_by_storage(settings.experiment_dir) else code  # the machine's fault, said already
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C now would only cut the clean-up short
         if served:

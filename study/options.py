@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from balpoe.cli import SPLITS, HelpFormatter, add_recipe_options
+from balpoe.cli import (SPLITS, HelpFormatter, Parser, add_recipe_options, parse_float, parse_int,
+                        parse_path)
+from results.settings import known_mode
 from search_spaces import SPACE_NAMES
 
 from .cluster import DEFAULT_DASHBOARD_PORT
@@ -20,8 +22,21 @@ DESCRIPTION = "BalPoE studies on Ray Tune: baseline, search, resume, show, repor
 
 
 def objective(text: str) -> tuple[str, str]:
-    metric, _, mode = text.partition(":")
-    return metric, mode or "max"
+    """METRIC:MODE; a metric without a mode takes the direction in which it improves (val_ece: min), and one
+    whose direction is unknown needs its mode."""
+    metric, colon, mode = text.partition(":")
+    if colon:
+        return metric, mode
+    if known_mode(metric) is None:
+        raise argparse.ArgumentTypeError(f"{metric!r} has no known direction; give {metric}:max or {metric}:min")
+    return metric, known_mode(metric)
+
+
+def experiment(text: str) -> str:
+    """An experiment's name (a folder under --storage-path) or, with a '/' or a leading '~', its path."""
+    if not text:
+        raise argparse.ArgumentTypeError("name an experiment, or its folder (got '')")
+    return parse_path(text) if "/" in text or text.startswith("~") else text
 
 
 def value_range(text: str) -> tuple[str, tuple[float, float]]:
@@ -34,18 +49,20 @@ def value_range(text: str) -> tuple[str, tuple[float, float]]:
 
 
 def add_experiment_argument(parser: argparse.ArgumentParser, nargs: str | None = None, help: str | None = None) -> None:
-    parser.add_argument("name", nargs=nargs, help=help or "experiment name (a folder under --storage-path) or its path")
-    parser.add_argument("--storage-path", default=DEFAULT_STORAGE, help="where the experiment folders are")
+    parser.add_argument("name", nargs=nargs, type=experiment, metavar="NAME",
+                        help=help or "experiment name (a folder under --storage-path) or its path")
+    parser.add_argument("--storage-path", type=parse_path, default=DEFAULT_STORAGE,
+                        help="where the experiment folders are")
 
 
 def add_page_options(group, prefix: str = "") -> None:
     """--host/--port (the dashboard command) or --results-host/--results-port (studies)."""
     group.add_argument(f"--{prefix}host", default="127.0.0.1",
                        help="interface the results page listens on (127.0.0.1: this machine only)")
-    group.add_argument(f"--{prefix}port", type=int,
+    group.add_argument(f"--{prefix}port", type=parse_int,
                        help=f"port of the results page (default: {DEFAULT_PAGE_PORT}, Ray Serve's, or the next free "
                             f"one; a port given here must be free)")
-    group.add_argument("--refresh", type=int, default=15, help="seconds between the page's own reloads")
+    group.add_argument("--refresh", type=parse_int, default=15, help="seconds between the page's own reloads")
 
 
 def add_cluster_options(group, study: bool = True) -> None:
@@ -55,15 +72,15 @@ def add_cluster_options(group, study: bool = True) -> None:
                        help="attach to a running Ray cluster (e.g. auto); default: start a local one")
     group.add_argument("--dashboard-host", default="127.0.0.1",
                        help="interface for the Ray dashboard of a local cluster")
-    group.add_argument("--dashboard-port", type=int,
+    group.add_argument("--dashboard-port", type=parse_int,
                        help=f"port of a local Ray's dashboard (default: {DEFAULT_DASHBOARD_PORT}, or the next free "
                             f"one; a port given here must be free)")
-    group.add_argument("--connect-timeout", type=float, default=30.0,
+    group.add_argument("--connect-timeout", type=parse_float, default=30.0,
                        help="seconds to wait for the cluster at --address to answer")
-    group.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
+    group.add_argument("--num-cpus", type=parse_int, help="CPUs a local Ray may use (default: all)")
     if study:
-        group.add_argument("--num-gpus", type=int, help="GPUs a local Ray declares (default: those present)")
-        group.add_argument("--progress-interval", type=float, default=15.0, help="seconds between progress lines")
+        group.add_argument("--num-gpus", type=parse_int, help="GPUs a local Ray declares (default: those present)")
+        group.add_argument("--progress-interval", type=parse_float, default=15.0, help="seconds between progress lines")
         group.add_argument("--serve-results", action="store_true",
                            help="serve the live results page (Ray Serve, no CPU reserved) while the study runs")
         add_page_options(group, prefix="results-")
@@ -73,29 +90,31 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("study")
     group.add_argument("--name", help="experiment name (default: baseline / search-<space>, plus -<preset> for "
                        "presets other than paper)")
-    group.add_argument("--storage-path", default=DEFAULT_STORAGE,
+    group.add_argument("--storage-path", type=parse_path, default=DEFAULT_STORAGE,
                        help="where experiment folders go (on a multi-node cluster a path every node sees)")
     group.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                        help="paper: the canonical recipe; smoke: seconds on a laptop CPU (generated data); "
                             "fmnist: 10 epochs of offline Fashion-MNIST-LT")
-    group.add_argument("-c", "--config", help="a balpoe config file (ours or official JSON) as the base")
-    group.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: share the CPUs)")
-    group.add_argument("--gpus-per-trial", type=float,
+    group.add_argument("-c", "--config", type=parse_path,
+                       help="a balpoe config file (ours or official JSON) as the base")
+    group.add_argument("--cpus-per-trial", type=parse_float, help="CPUs per trial (default: share the CPUs)")
+    group.add_argument("--gpus-per-trial", type=parse_float,
                        help="GPUs per trial: 1, or a fraction (0.25 packs 4 trials on a GPU), or 0 for CPU-only "
                             "trials (default: 1 when GPUs exist)")
-    group.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    group.add_argument("--checkpoint-every", type=int, default=10, help="checkpoint every N epochs (and at the end)")
-    group.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept per trial")
-    group.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial, from its checkpoint")
-    group.add_argument("--min-free-mb", type=float, default=StudySettings.model_fields["min_free_mb"].default,
+    group.add_argument("--max-concurrent", type=parse_int, help="at most this many trials at once")
+    group.add_argument("--checkpoint-every", type=parse_int, default=10,
+                       help="checkpoint every N epochs (and at the end)")
+    group.add_argument("--keep-checkpoints", type=parse_int, default=2, help="checkpoints kept per trial")
+    group.add_argument("--max-failures", type=parse_int, default=2,
+                       help="retries of a crashed trial, from its checkpoint")
+    group.add_argument("--min-free-mb", type=parse_float, default=StudySettings.model_fields["min_free_mb"].default,
                        help="stop the study cleanly (resumable) when less disk than this is free under --storage-path")
     add_cluster_options(group)
     add_recipe_options(parser, skip=("seed", "save_dir", "save_period"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m study.run", description=DESCRIPTION,
-                                     formatter_class=HelpFormatter)
+    parser = Parser(prog="python -m study.run", description=DESCRIPTION, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -103,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     baseline = command("baseline", "the canonical recipe as one trial per seed",
                        "Run the BalPoE recipe (or a preset/config) as one Tune trial per seed.")
-    baseline.add_argument("--seeds", type=int, nargs="+", default=[1], help="one trial per seed")
+    baseline.add_argument("--seeds", type=parse_int, nargs="+", default=[1], help="one trial per seed")
     add_study_options(baseline)
 
     search = command("search", "Optuna search with ASHA early stopping",
@@ -112,18 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--space", default="alpha_tau", help=f"search space: {', '.join(SPACE_NAMES)}")
     search.add_argument("--range", type=value_range, action="append", default=[], metavar="NAME=LOW:HIGH",
                         help="override a parameter's range, e.g. mixup_alpha=0:0.8")
-    search.add_argument("--num-samples", type=int, default=16, help="trials to sample")
+    search.add_argument("--num-samples", type=parse_int, default=16, help="trials to sample")
     search.add_argument("--objectives", type=objective, nargs="+", default=[("val_balanced_acc", "max")],
-                        metavar="METRIC:MODE", help="one objective, or several for a Pareto search "
-                        "(default val_balanced_acc:max; ASHA uses the first)")
-    search.add_argument("--sampler-seed", type=int, default=0, help="seed of Optuna's TPE sampler")
-    search.add_argument("--seed", "-s", dest="seed", type=int, default=1, help="training seed of every trial")
-    search.add_argument("--grace-period", type=int, help="first ASHA rung in epochs (default: just after the "
+                        metavar="METRIC[:MODE]", help="one objective, or several for a Pareto search "
+                        "(default val_balanced_acc:max; ASHA uses the first); MODE is max or min, by default the "
+                        "direction the metric improves in (max for accuracies; min for loss, NLL, ECE, MCE)")
+    search.add_argument("--sampler-seed", type=parse_int, default=0, help="seed of Optuna's TPE sampler")
+    search.add_argument("--seed", "-s", dest="seed", type=parse_int, default=1, help="training seed of every trial")
+    search.add_argument("--grace-period", type=parse_int, help="first ASHA rung in epochs (default: just after the "
                         "first LR step, 165 of 200)")
-    search.add_argument("--reduction-factor", type=int, default=2, help="ASHA keeps 1/N at each rung")
-    search.add_argument("--max-t", type=int, help="stop every trial at this epoch of the recipe's schedule, "
+    search.add_argument("--reduction-factor", type=parse_int, default=2, help="ASHA keeps 1/N at each rung")
+    search.add_argument("--max-t", type=parse_int, help="stop every trial at this epoch of the recipe's schedule, "
                         "with its end-of-training test evaluation; ASHA's last rung (default: the last epoch)")
-    search.add_argument("--startup-trials", type=int, help="TPE's random trials before it models the results "
+    search.add_argument("--startup-trials", type=parse_int, help="TPE's random trials before it models the results "
                         "(default: a fifth of --num-samples, 2…10)")
     search.add_argument("--no-asha", action="store_true", help="run every trial to the end")
     search.add_argument("--optuna-storage", metavar="URL",
@@ -142,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "Print an experiment's trials, sorted by the (first) objective. Reads the files only: works "
                    "while the study runs, after a crash, without Ray.")
     add_experiment_argument(show)
-    show.add_argument("--top", type=int, help="show the best N trials only")
+    show.add_argument("--top", type=parse_int, help="show the best N trials only")
     show.add_argument("--columns", nargs="+", metavar="COLUMN", help="columns to show (default: status, key "
                       "config, objectives, test results); --list-columns names them all")
     show.add_argument("--list-columns", action="store_true", help="list the trials table's columns and exit")
@@ -151,9 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "Write NAME/report/: index.html (offline), PNG figures and every table as CSV, Parquet and "
                      "Markdown. Reads the files only: works while the study runs.")
     add_experiment_argument(report)
-    report.add_argument("--baseline", help="a seeded baseline experiment (name or path) to compare every "
-                        "configuration with, against its seed noise")
-    report.add_argument("--output", help="report folder (default: the experiment's report/)")
+    report.add_argument("--baseline", type=experiment, help="a seeded baseline experiment (name or path) to compare "
+                        "every configuration with, against its seed noise")
+    report.add_argument("--output", type=parse_path, help="report folder (default: the experiment's report/)")
 
     export = command("export", "per-expert logits of a trial, for downstream stages",
                      "Export a trial's per-expert logits from its last checkpoint, in `python -m balpoe "
@@ -161,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_experiment_argument(export)
     export.add_argument("--trial", default="best", help="a trial id, or best: the finished trial best on the "
                         "(first) objective")
-    export.add_argument("--output", help="export folder (default: <experiment>/exports/trial_<id>)")
+    export.add_argument("--output", type=parse_path, help="export folder (default: <experiment>/exports/trial_<id>)")
     export.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="splits to export")
-    export.add_argument("--data-dir", help="where the data set is on this machine, if not where the trial read it")
+    export.add_argument("--data-dir", type=parse_path,
+                        help="where the data set is on this machine, if not where the trial read it")
     export.add_argument("--device", help="auto, cpu, cuda, cuda:N")
 
     page = command("dashboard", "the live results page of every experiment, on Ray Serve",

@@ -2,23 +2,27 @@
 dashboard, doctor.
 
 This module is the boundary: it parses the command line, dispatches, and turns a user's mistake into
-one `error: …` line with exit 2. Every input is checked before Ray starts. The commands' modules are
+one `error: …` line with exit 2; a closed stdout (`show … | head -1`) ends a command quietly. Every input is
+checked before Ray starts. The commands' modules are
 imported here, when their command runs (never at start-up), so `--help` and the checks stay fast.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
 from balpoe.config import ConfigError
 from balpoe.datasets import DataError
+from results.storage import location
 from search_spaces import SpaceError
 
 from .cluster import DEFAULT_DASHBOARD_PORT, check_cluster_options, keep_token_auth
 from .lock import study_lock
 from .options import build_parser
-from .settings import StudyError, check_fresh, resume_command, resume_settings, settings_from_args
+from .settings import (SETTINGS_FILE, StudyError, check_fresh, resume_command, resume_settings,
+                       settings_from_args)
 
 __all__ = ["build_parser", "main"]
 
@@ -31,13 +35,20 @@ def check_study_options(args) -> None:
     check_cluster_options(args)
 
 
-def interrupted(settings=None) -> int:
-    """Ctrl-C before Ray took over (a download), or a second one while Tune was stopping."""
+def interrupted(settings=None, reason: str = "interrupted") -> int:
+    """Ctrl-C before Tune took over (a download, Ray starting), a second one while Tune was stopping, or a
+    study's stdout closed: the study stops, and can be continued once it has written its settings."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the message and the resume command through
-    print("\ninterrupted", file=sys.stderr)
+    print(f"\n{reason}", file=sys.stderr)
     if settings is not None:
-        print(resume_command(settings), file=sys.stderr)
+        started = (location(settings.experiment_dir) / SETTINGS_FILE).exists()
+        print(resume_command(settings) if started else "nothing was written yet; run the same command again",
+              file=sys.stderr)
     return 130
+
+
+def output_closed(settings) -> int:
+    return interrupted(settings, "stdout was closed: the study stopped")
 
 
 def resume(args) -> int:
@@ -55,6 +66,8 @@ def resume(args) -> int:
             return run_study(settings, args, resume=True)
         except KeyboardInterrupt:
             return interrupted(settings)
+        except BrokenPipeError:
+            return output_closed(settings)
 
 
 def new_study(args) -> int:
@@ -69,6 +82,8 @@ def new_study(args) -> int:
             return run_study(settings, args)
         except KeyboardInterrupt:
             return interrupted(settings)
+        except BrokenPipeError:
+            return output_closed(settings)
 
 
 def with_free_ports(args: argparse.Namespace) -> argparse.Namespace:
@@ -107,10 +122,33 @@ def dispatch(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when stdout is closed before the command is done (`show … | head -1`): the reader has read
+    what it wanted, which is no error. A study stops then (`output_closed`)."""
+    try:
+        code = run_command(argv)
+    except BrokenPipeError:
+        code = 0
+    finally:
+        flush_stdout()  # a --help or an end table still buffered
+    return code
+
+
+def flush_stdout() -> None:
+    """Flush now; if stdout's reader has gone, point stdout at /dev/null, so that the interpreter's own flush
+    at exit finds nowhere to fail (Python's recipe for SIGPIPE)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def run_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
         return dispatch(args)
+    except BrokenPipeError:
+        raise  # an OSError, but not the machine's: `main` ends quietly
     except (StudyError, ConfigError, SpaceError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ absolute path of `optuna.db`, so a resumed copy of an experiment folder wrote in
 pickled state holds no path, and the study is opened in the folder the experiment is in now (`open_in`).
 A search given `--optuna-storage URL` keeps its study in that database instead (one Optuna study per
 experiment name; the URL is pickled, as it is written in study.json, so a resumed search reopens it).
+When Optuna's record stops answering mid-study, the searcher stops the study as Ctrl-C does (`recorded`).
 
     searcher = OptunaSearcher(folder, "search-alpha_tau", [("val_balanced_acc", "max")], stop_epoch=200,
                               seed_point={"mixup_alpha": 0.4, "tau_spread": 1.0})
@@ -17,9 +18,12 @@ experiment name; the URL is pickled, as it is written in study.json, so a resume
 """
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
+import signal
 import sqlite3
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,18 +31,29 @@ from pathlib import Path
 import optuna
 import pyarrow.fs as pafs
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform, Quantized, Uniform
+from sqlalchemy.exc import SQLAlchemyError
 
-from results.optuna_db import (StorageError, close_storage, folder_storage_url, hide_password, open_storage,
-                               optuna_db_problem, storage_at)
+from results.optuna_db import (StorageError, close_storage, driver_message, folder_storage_url, open_storage,
+                               optuna_db_problem, shown_url, storage_at, storage_fault_text)
 from results.reader import EXPERIMENT_STATE_GLOB, OPTUNA_FILE, read_settings
 from results.storage import Location, StorePath, location
 
 from .settings import StudyError
 
-NOT_PICKLED = ("study", "storage", "live", "folder", "mirror")  # an open database, and where it is
+NOT_PICKLED = ("study", "storage", "live", "folder", "mirror", "url", "fault")  # an open database, where it is
+# Optuna's record failing: a database's error (Optuna wraps it in StorageInternalError), a journal's file
+STORAGE_FAULTS = (StorageInternalError, SQLAlchemyError, StorageError, OSError)
+STOPPED_BY_STORAGE: dict[str, str] = {}  # experiment folder -> why its searcher stopped the study (this process)
+
+
+def stopped_by_storage(folder: str | Location) -> str | None:
+    """Why Optuna's record stopped the study in `folder` in this driver process, or None; the driver exits 1
+    then (a fault of the machine, not an interrupt). Asked once, after the study."""
+    return STOPPED_BY_STORAGE.pop(str(location(folder).resolve()), None)
 
 
 class StoreMirror:
@@ -85,22 +100,21 @@ def check_optuna_storage(folder: str | Location, storage_url: str | None = None,
             raise StudyError(f"{OPTUNA_FILE}: {problem}; a search resumes only with its own Optuna record: stop "
                              f"what holds it, or put back the file from a copy of the experiment folder")
         return
-    shown = hide_password(storage_url)
+    shown = shown_url(storage_url)
     name = folder.name if new else read_settings(folder).get("name", folder.name)  # a moved folder keeps it
     started = not new and any(folder.glob(EXPERIMENT_STATE_GLOB))  # then its record must be there already
-    lost = (f"--optuna-storage: {shown} holds no Optuna study named {name!r}, where this search recorded its "
-            f"trials; resume needs that database back as it was (or start a new search)")
+    lost = "where this search recorded its trials; resume needs that database back as it was (or start a new search)"
     try:
         with open_storage(storage_url, create=not started) as storage:
             names = optuna.get_all_study_names(storage)
     except StorageError as err:
-        raise StudyError(f"{lost} ({err})" if started and "does not exist" in str(err)
-                         else f"--optuna-storage: {err}") from None
+        raise StudyError(f"--optuna-storage: {shown} is gone ({err.gone}), and with it the Optuna study {name!r}, "
+                         f"{lost}" if started and err.gone else f"--optuna-storage: {err}") from None
     if new and name in names:
         raise StudyError(f"--optuna-storage: {shown} already holds an Optuna study named {name!r} (one per experiment "
                          f"name, from another storage path?); pick another --name")
     if started and name not in names:
-        raise StudyError(lost)
+        raise StudyError(f"--optuna-storage: {shown} holds no Optuna study named {name!r}, {lost}")
 
 
 def store_record_problem(record: StorePath) -> str | None:
@@ -158,34 +172,66 @@ class OptunaSearcher(Searcher):
                                                   constant_liar=constant_liar)  # pickled: its random state too
         self.distributions: dict[str, BaseDistribution] = {}
         self.trial_numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number; survives a resume
+        self.untold: dict[str, tuple[dict | None, bool]] = {}  # trials ended while the record failed: told later
         self.storage_url = storage_url  # None: optuna.db in the experiment's folder, wherever that is now
-        self.open_in(folder)
+        self.fault = None
+        self.open_study(folder)  # before Tune runs: a fault is raised, as the check before it would have
 
     # --- where the Optuna study lives ------------------------------------------------------------
     def open_in(self, folder: str | Path) -> None:
+        """`open_study` in `folder` while Tune runs (a restored searcher, once the experiment's folder is known)."""
+        self.recorded(self.open_study, folder)
+
+    def open_study(self, folder: str | Path) -> None:
         """Open the study in `folder`'s `optuna.db`, or in the search's `--optuna-storage` (created, with the
         paper's point queued, on first use). A restored searcher is opened where the experiment is now; Optuna
         trials still RUNNING that no Tune trial knows (asked after Tune's last saved state) are told FAIL, so
-        none stays running forever."""
+        none stays running forever, and trials that ended while the record failed are told now."""
         if getattr(self, "storage", None) is not None:
             close_storage(self.storage)
         folder = location(folder)
+        self.folder, self.live = folder.resolve(), {}
         self.mirror = StoreMirror(folder / OPTUNA_FILE) if isinstance(folder, StorePath) and not self.storage_url \
             else None
-        url = self.storage_url or (self.mirror.url if self.mirror else folder_storage_url(folder, OPTUNA_FILE))
-        self.storage = storage_at(url)
+        self.url = self.storage_url or (self.mirror.url if self.mirror else folder_storage_url(folder, OPTUNA_FILE))
+        self.storage = storage_at(self.url)
         self.study = optuna.create_study(
             storage=self.storage, sampler=self.sampler, pruner=optuna.pruners.NopPruner(),
             study_name=self.study_name, load_if_exists=True,
             directions=["maximize" if mode == "max" else "minimize" for mode in self.modes])
-        self.folder, self.live = folder.resolve(), {}
         if not self.study.trials and self.seed_point:
             self.study.enqueue_trial(self.seed_point)
         known = set(self.trial_numbers.values())
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.number not in known:
                 self.study.tell(trial.number, state=TrialState.FAIL)
+        self.tell_untold()
         self.changed()
+
+    def recorded(self, step, *args):
+        """`step(*args)`, which uses Optuna's record, unless the record has failed. When it fails (a database
+        server stopped or dropped, a journal's disk gone) the study is stopped as Ctrl-C stops it: Tune saves
+        its state, every result written so far stays, and `resume` goes on once the record answers. Let
+        through, the error would fail the trial at hand in Tune and end the run with a traceback and Optuna's
+        misleading "invalid data in the commit, e.g. exceeding max length"."""
+        if self.fault is None:
+            try:
+                return step(*args)
+            except STORAGE_FAULTS as err:
+                self.stop_study(err)
+        return None
+
+    def stop_study(self, err: BaseException) -> None:
+        """One `error:` line, without the password, and Tune's graceful stop; the driver exits 1 after it."""
+        if self.storage_url:
+            option, self.fault = "--optuna-storage", storage_fault_text(err, self.storage_url)
+        else:
+            option, self.fault = OPTUNA_FILE, (f"{self.folder / OPTUNA_FILE} cannot be written any more "
+                                               f"({driver_message(err, self.url)})")
+        STOPPED_BY_STORAGE[str(self.folder)] = self.fault
+        print(f"error: {option}: {self.fault}; the study stops cleanly and keeps every result written so far: "
+              f"resume it once Optuna's record answers again", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop, as for Ctrl-C
 
     def changed(self) -> None:
         """After each change to the study: its copy in the object store, when the experiment is in one."""
@@ -197,8 +243,9 @@ class OptunaSearcher(Searcher):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.study = self.storage = self.folder = self.mirror = None
+        self.study = self.storage = self.folder = self.mirror = self.url = self.fault = None
         self.live: dict[str, optuna.Trial] = {}
+        self.__dict__.setdefault("untold", {})  # a searcher saved before trials could be left untold
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
@@ -215,20 +262,33 @@ class OptunaSearcher(Searcher):
                               if isinstance(value, Domain)}
         return bool(self.distributions)
 
-    def suggest(self, trial_id: str) -> dict:
+    def suggest(self, trial_id: str) -> dict | None:
+        return self.recorded(self.ask, trial_id)  # None (no trial now) once the record has failed
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if not self.multi_objective:
+            self.recorded(self.report, trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.trial_numbers:
+            return
+        self.untold[trial_id] = (result, error)  # until Optuna has it (pickled with the searcher's state)
+        self.recorded(self.tell_untold)
+
+    # --- steps on Optuna's record (through `recorded` while Tune runs) -------------------------------
+    def ask(self, trial_id: str) -> dict:
         trial = self.opened().ask(self.distributions)
         self.live[trial_id], self.trial_numbers[trial_id] = trial, trial.number
         self.changed()
         return dict(trial.params)
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if not self.multi_objective:
-            self.report(trial_id, result)
+    def tell_untold(self) -> None:
+        for trial_id, (result, error) in list(self.untold.items()):
+            self.tell(trial_id, result, error)
+            del self.untold[trial_id]
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        number = self.trial_numbers.get(trial_id)
-        if number is None:
-            return
+    def tell(self, trial_id: str, result: dict | None, error: bool) -> None:
+        number = self.trial_numbers[trial_id]
         study = self.opened()
         if error or not result:
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)

@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 from balpoe.cli import recipe_overrides
-from balpoe.config import Config, load_file
+from balpoe.config import Config, load_file, path_problem
 from balpoe.files import writable_folder_problem
 from balpoe.provenance import provenance
-from results.optuna_db import hide_password, resolved_storage_url
+from results.optuna_db import resolved_storage_url, shown_url
 from results.settings import (SETTINGS_FILE, StudyError, StudySettings, default_grace_period,
                               default_startup_trials)
-from results.storage import Location, StorePath, is_uri, join, location
+from results.storage import Location, StorePath, is_uri, location
 from search_spaces import get_space, resolve_ranges
 
 from .lock import LEASE_FILE, LOCK_FILE
@@ -50,18 +50,16 @@ def base_config(args: argparse.Namespace) -> Config:
 
 
 def storage_root(path: str) -> str:
-    if not path:
-        raise StudyError("--storage-path: name a folder, e.g. ./runs (got '')")
     if is_uri(path):
         try:
             return str(location(path))
         except ValueError as err:
             raise StudyError(f"--storage-path: {err}; give a folder, or a URI of an object store Ray Tune "
                              f"writes to (s3://BUCKET/PATH, gs://BUCKET/PATH)") from None
-    try:
-        return str(Path(path).expanduser().resolve())
-    except RuntimeError:  # "~user" that names no user
-        raise StudyError(f"--storage-path: '~' names no home directory here (got {path!r})") from None
+    problem = path_problem(path)  # '' (the current folder) or a `~user` that names no user
+    if problem:
+        raise StudyError(f"--storage-path: {problem} (got {path!r})")
+    return str(Path(path).expanduser().resolve())
 
 
 def default_name(kind: str, space: str | None, preset: str) -> str:
@@ -107,6 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
             values["grace_period"] = args.grace_period
     settings = StudySettings(**values)
     if is_uri(settings.storage_path):
+        check_store_name(settings.name)
         check_object_store(settings.storage_path)
         return settings
     problem = writable_folder_problem(settings.storage_path)
@@ -161,13 +160,14 @@ def experiment_folder(name: str, storage_path: str) -> Location:
     """A name is a folder under the storage path; a name with a slash is the folder's own path (or URI)."""
     if "/" in name:
         return location(name)
-    return location(join(storage_root(storage_path), name))
+    return location(storage_root(storage_path)) / name  # a plain segment, never re-read as part of a URI
 
 
 def resume_settings(args: argparse.Namespace) -> StudySettings:
     """The study's saved settings, placed where its folder is now (it may have been moved or copied)."""
     folder = experiment_folder(args.name, args.storage_path)
     if isinstance(folder, StorePath):
+        check_store_name(folder.name)
         check_object_store(str(folder.parent))
     if not (folder / SETTINGS_FILE).exists():
         raise StudyError(f"resume: no study at {folder} (no {SETTINGS_FILE}); check the name and --storage-path")
@@ -189,6 +189,13 @@ def check_object_store(uri: str) -> None:
         raise StudyError(f"--storage-path: {problem}")
 
 
+def check_store_name(name: str) -> None:
+    from .object_store import store_name_problem
+    problem = store_name_problem(name)
+    if problem:
+        raise StudyError(f"--name: {problem}")
+
+
 def resume_command(settings: StudySettings) -> str:
     return (f"continue it with:\n  python -m study.run resume {shlex.quote(settings.name)} "
             f"--storage-path {shlex.quote(settings.storage_path)}")
@@ -199,4 +206,5 @@ def versions() -> dict:
     import optuna
     import ray
     return {**provenance(), "ray": ray.__version__, "optuna": optuna.__version__,
-            "command": hide_password(" ".join([os.path.basename(sys.executable), *sys.argv]))}
+            # each argument alone: one whole URL, whatever its password holds
+            "command": " ".join(map(shown_url, [os.path.basename(sys.executable), *sys.argv]))}

@@ -29,6 +29,16 @@ from search_spaces import resolve_trial_config
 from .trial_progress import ProgressFile
 
 
+def trial_threads(cpu_share: float) -> int:
+    """Torch threads for a trial: its CPU share, but never more than the cores this process may run on
+    here (a `--num-cpus` above the machine's cores would give every trial more threads than cores, and
+    training slows to a crawl). Decided inside the trial, on the node it runs on."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity outside Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(int(cpu_share), cores))
+
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
@@ -59,7 +69,7 @@ def train_balpoe(trial_config: dict, on_epoch_end=None) -> None:
     """`on_epoch_end(metrics)` runs after each epoch, before its report (tests inject faults with it).
     The trial's folder comes from Tune's storage context (`trial_fs_path` on its filesystem: the storage
     path, which every node of a cluster shares, or an object store)."""
-    torch.set_num_threads(max(1, int(trial_config.get("threads", 1))))
+    torch.set_num_threads(trial_threads(trial_config.get("threads", 1)))
     config = resolve_trial_config(trial_config)
     trainer = Trainer(config)
     checkpoint = tune.get_checkpoint()

@@ -3,12 +3,14 @@ here, as the `postgres` user on a private port and socket folder) or a journal f
 before Ray starts, within a bounded time, and no password in anything printed."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import html
 import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from optuna.trial import TrialState
 from ray import tune
 
@@ -27,7 +29,7 @@ from conftest import SMOKE
 from results import load_experiment
 from results.app import ResultsSite
 from results.experiment import read_optuna
-from results.optuna_db import CONNECT_TIMEOUT_S, hide_password, resolved_storage_url
+from results.optuna_db import CONNECT_TIMEOUT_S, resolved_storage_url
 from results.settings import StudySettings
 from search_spaces import get_space, resolve_ranges
 from results.reader import ExperimentError, read_trial, trial_folders
@@ -55,13 +57,32 @@ def free_port() -> int:
 @dataclass
 class Postgres:
     port: int
+    root: Path  # its data, socket and log
+    bin_dir: Path
+    as_postgres: list[str]
 
     def url(self, database: str = "studies", password: str = PASSWORD, port: int | None = None) -> str:
         return f"postgresql://postgres:{password}@127.0.0.1:{port or self.port}/{database}"
 
+    def ctl(self, *args: str) -> None:
+        subprocess.run([*self.as_postgres, str(self.bin_dir / "pg_ctl"), "-D", str(self.root / "data"), "-w", *args],
+                       check=True, capture_output=True)
 
-@pytest.fixture(scope="module")
-def postgres():
+    def start(self) -> None:
+        self.ctl("-l", str(self.root / "server.log"), "-o",
+                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start")
+
+    def stop(self) -> None:
+        self.ctl("-m", "fast", "stop")
+
+    def client(self, program: str, *args: str) -> None:
+        """`createdb`, `dropdb` or `psql` as the `postgres` user, over TCP."""
+        subprocess.run([str(self.bin_dir / program), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", *args],
+                       check=True, capture_output=True, env={**os.environ, "PGPASSWORD": PASSWORD})
+
+
+@contextlib.contextmanager
+def postgres_server():
     """A PostgreSQL server with password authentication and a database `studies`; stopped at the end.
     `initdb` refuses root, so as root the server runs as the `postgres` user in a folder it owns."""
     bin_dir = postgres_bin()
@@ -72,20 +93,23 @@ def postgres():
     (root / "password").write_text(PASSWORD + "\n")
     if as_postgres:
         shutil.chown(root, "postgres"), shutil.chown(root / "password", "postgres")
-    port = free_port()
-    data, log = root / "data", root / "server.log"
-    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
+    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "-E", "UTF8",
                     "--auth=scram-sha-256", f"--pwfile={root / 'password'}"], check=True, capture_output=True)
-    ctl = [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data)]
-    subprocess.run([*ctl, "-l", str(log), "-w", "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
-                    "start"], check=True, capture_output=True)
+    server = Postgres(free_port(), root, bin_dir, as_postgres)
+    server.start()
     try:
-        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "studies"],
-                       check=True, capture_output=True, env={**os.environ, "PGPASSWORD": PASSWORD})
-        yield Postgres(port)
+        server.client("createdb", "studies")
+        yield server
     finally:
-        subprocess.run([*ctl, "-m", "fast", "-w", "stop"], capture_output=True)
+        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop"],
+                       capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -144,14 +168,64 @@ def test_a_port_where_nothing_listens_is_named(tmp_path, capsys):
            f"{port} failed: Connection refused)" in err
 
 
-def test_a_server_that_never_answers_is_given_up_on_within_the_timeout(tmp_path, capsys):
+@pytest.mark.parametrize("query", ["", "?connect_timeout=600", "?connect_timeout=0"])  # 0: libpq waits for ever
+def test_a_server_that_never_answers_is_given_up_on_within_the_timeout(query, tmp_path, capsys):
+    """The URL's own connect_timeout may shorten the bound, never lengthen it."""
     with socket.socket() as silent:  # the kernel accepts the connection; nothing ever answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         started = time.monotonic()
-        err = refused(["--optuna-storage", f"postgresql://me@127.0.0.1:{silent.getsockname()[1]}/db"], tmp_path, capsys)
+        err = refused(["--optuna-storage", f"postgresql://me@127.0.0.1:{silent.getsockname()[1]}/db{query}"],
+                      tmp_path, capsys)
     assert f"(no answer within {CONNECT_TIMEOUT_S} s)" in err
     assert time.monotonic() - started < 3 * CONNECT_TIMEOUT_S
+
+
+def damaged_sqlite(path: Path) -> Path:
+    """An SQLite database whose pages after the first are overwritten: the header is intact."""
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE t (x)")
+        connection.executemany("INSERT INTO t VALUES (?)", [("x" * 100,)] * 500)
+    connection.close()
+    data = bytearray(path.read_bytes())
+    data[4096:] = b"\xff" * (len(data) - 4096)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+@pytest.mark.parametrize("shape", ["named pipe", "device", "damaged"])
+def test_a_pipe_a_device_or_a_damaged_file_is_refused_at_once(kind, shape, tmp_path, capsys):
+    """A pipe would be waited on for ever, /dev/null would take every record and keep none, a damaged file
+    would fail once trials run: each is named before Ray starts."""
+    path = tmp_path / f"optuna.{kind}"
+    if shape == "named pipe":
+        os.mkfifo(path)
+    elif shape == "device":
+        path = Path("/dev/null")
+    elif kind == "sqlite":
+        damaged_sqlite(path)
+    else:
+        path.write_text('{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}\n{"op_code": 0, "w\n')
+    url = f"sqlite:///{path}" if kind == "sqlite" else f"journal://{path}"
+    started = time.monotonic()
+    err = refused(["--optuna-storage", url], tmp_path / "runs", capsys)
+    assert str(path) in err and time.monotonic() - started < CONNECT_TIMEOUT_S
+
+
+@pytest.mark.parametrize("lock", ["held", "dangling"])
+def test_a_journal_lock_left_by_a_dead_driver_is_named_within_the_bound(lock, tmp_path, capsys):
+    """Optuna waits 30 s for a lock its holder never releases, and for ever when the lock points nowhere."""
+    journal = tmp_path / "optuna.log"
+    JournalStorage(JournalFileBackend(str(journal)))  # an empty journal
+    if lock == "held":
+        assert JournalFileSymlinkLock(str(journal)).acquire()  # and never released: its driver died
+    else:
+        os.symlink(tmp_path / "moved-away.log", f"{journal}.lock")
+    started = time.monotonic()
+    err = refused(["--optuna-storage", f"journal://{journal}"], tmp_path / "runs", capsys)
+    assert f"{journal}.lock" in err and time.monotonic() - started < CONNECT_TIMEOUT_S
+    assert os.path.lexists(f"{journal}.lock")  # named, not removed: another search may be writing
 
 
 def test_a_wrong_password_and_a_missing_database_are_named(postgres, tmp_path, capsys):
@@ -177,6 +251,16 @@ def test_relative_file_urls_are_made_absolute_where_the_search_starts(tmp_path, 
         assert resolved_storage_url(kept) == kept
 
 
+def started_search(folder: Path, url: str) -> Path:
+    """The folder of a search Tune had started, whose Optuna record is at `url`."""
+    folder.mkdir(parents=True)
+    StudySettings(kind="search", name=folder.name, storage_path=str(folder.parent), base=Config(), max_t=200,
+                  grace_period=165, space="alpha_tau", ranges=resolve_ranges(get_space("alpha_tau"), {}),
+                  startup_trials=2, optuna_storage=url).save(folder)
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    return folder
+
+
 @pytest.mark.parametrize("record", ["journal", "study"])
 def test_a_started_search_whose_record_is_gone_is_not_resumed(record, tmp_path, capsys):
     """The search's journal file is gone, or holds no study of that name: resuming would start TPE afresh
@@ -186,26 +270,31 @@ def test_a_started_search_whose_record_is_gone_is_not_resumed(record, tmp_path, 
     journal.parent.mkdir()
     if record == "study":
         optuna.create_study(study_name="another-search", storage=JournalStorage(JournalFileBackend(str(journal))))
-    folder = tmp_path / "runs" / "gone"
-    folder.mkdir(parents=True)
-    space = get_space("alpha_tau")
-    StudySettings(kind="search", name="gone", storage_path=str(folder.parent), base=Config(), max_t=200,
-                  grace_period=165, space="alpha_tau", ranges=resolve_ranges(space, {}), startup_trials=2,
-                  optuna_storage=f"journal://{journal}").save(folder)
-    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")  # Tune had started
+    folder = started_search(tmp_path / "runs" / "gone", f"journal://{journal}")
     assert main(["resume", "gone", "--storage-path", str(folder.parent)]) == 2
     err = capsys.readouterr().err
-    assert f"error: --optuna-storage: journal://{journal} holds no Optuna study named 'gone', where this search " \
-           f"recorded its trials; resume needs that database back" in err
+    assert err.startswith(f"error: --optuna-storage: journal://{journal} ") and "'gone'" in err
     assert journal.exists() == (record == "study") and not ray.is_initialized()
 
 
-def test_passwords_are_hidden_wherever_they_appear():
-    assert hide_password("postgresql://me:p@ss:w@db.lab:5432/x") == "postgresql://me:***@db.lab:5432/x"
-    assert hide_password("x --optuna-storage mysql+pymysql://a:b@h/d y") == "x --optuna-storage mysql+pymysql://a:***@h/d y"
-    assert hide_password("postgresql://me@h/d?sslmode=require&password=pw") == \
-        "postgresql://me@h/d?sslmode=require&password=***"
-    assert hide_password("postgresql://me@h/d and journal:///a/b.log") == "postgresql://me@h/d and journal:///a/b.log"
+@pytest.mark.parametrize("dropped", ["database", "tables"])
+def test_a_resume_whose_database_was_dropped_says_it_is_gone(dropped, postgres, tmp_path, capsys):
+    """Optuna says "invalid data in the commit, e.g. exceeding max length" for a dropped database or its dropped
+    tables; the cause is named instead, before Ray starts."""
+    import ray
+    database = f"dropped_{dropped}"
+    postgres.client("createdb", database)
+    optuna.create_study(study_name="gone", storage=postgres.url(database))
+    folder = started_search(tmp_path / "gone", postgres.url(database))
+    if dropped == "database":
+        postgres.client("dropdb", "--force", database)  # --force: Optuna's connection above is still open
+    else:
+        postgres.client("psql", database, "-c", "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    assert main(["resume", "gone", "--storage-path", str(folder.parent)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --optuna-storage: postgresql://postgres:***@127.0.0.1:{postgres.port}/{database} "
+                          f"is gone (") and "\n" not in err.strip()
+    assert "invalid data" not in err and PASSWORD not in err and not ray.is_initialized()
 
 
 # --- the searcher and the readers on a storage of their own ------------------------------------------
@@ -307,3 +396,42 @@ def test_a_search_on_postgresql_records_every_trial_there_and_results_read_it(po
     capsys.readouterr()
     assert main(["resume", "pg-search", "--storage-path", str(tmp_path)]) == 0
     assert "already complete; nothing to resume" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_a_database_that_stops_mid_search_stops_the_study_and_resume_tells_what_it_missed(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """The server stops as the first trial ends, so Optuna cannot be told of it: one `error:` line naming the
+    database, exit 1 (the machine's fault), the results kept; with the server back, `resume` tells Optuna that
+    trial and runs the rest."""
+    with postgres_server() as server:
+        tell_untold = OptunaSearcher.tell_untold
+
+        def server_stops_first(searcher):
+            if searcher.untold and not stopped:
+                server.stop()
+                stopped.append(searcher)
+            tell_untold(searcher)
+
+        stopped = []
+        monkeypatch.setattr(OptunaSearcher, "tell_untold", server_stops_first)
+        argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "3", "--max-concurrent", "1",
+                "--grace-period", "1", "--name", "pg-stops", "--optuna-storage", server.url(),
+                "--storage-path", str(tmp_path)]
+        assert main(argv) == 1
+        out, err = capsys.readouterr()
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith("error: --optuna-storage: ") and \
+            f"127.0.0.1:{server.port}" in errors[0]
+        assert "Traceback" not in out + err and "invalid data" not in out + err and PASSWORD not in out + err
+        experiment = tmp_path / "pg-stops"
+        first = {folder.name: read_trial(folder).rows for folder in trial_folders(experiment)}
+        assert len(first) == 1 and [row["epoch"] for row in next(iter(first.values()))] == [1, 2]  # kept
+
+        server.start()
+        assert main(["resume", "pg-stops", "--storage-path", str(tmp_path)]) == 0
+        study = optuna.load_study(study_name="pg-stops", storage=server.url())
+        assert len(study.trials) == 3 and TrialState.RUNNING not in {t.state for t in study.trials}
+        rows = next(iter(first.values()))
+        told = next(t for t in study.trials if t.params["mixup_alpha"] == rows[0]["config"]["mixup_alpha"])
+        assert told.state == TrialState.COMPLETE and told.value == rows[-1]["val_balanced_acc"]

@@ -21,8 +21,10 @@ import pytest
 
 from balpoe.config import Config
 from results import load_experiment
+from results import app as app_module
+from results import snapshots as snapshots_module
 from results.app import ResultsSite, build_app
-from results.html import render, table_view
+from results.html import render, stamp, table_view
 from results.snapshots import Snapshots
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,6 +199,58 @@ def test_an_experiment_read_the_first_time_holds_up_neither_the_index_nor_its_pa
         gate.set()
         assert eventually(lambda: index_rows(base)["good"]["note"] is None)
         assert b"<td>t1</td>" in get(base + "/experiments/good")[1]
+
+
+def test_a_folder_that_holds_no_experiment_is_looked_at_once_per_change_not_per_request(storage, monkeypatch):
+    checked = []
+    real_check = snapshots_module.check_experiment_folder
+    monkeypatch.setattr(snapshots_module, "check_experiment_folder", lambda folder: (checked.append(folder.name),
+                                                                                     real_check(folder)))
+    (storage / "notes").mkdir()  # no study.json, no trial folders
+    site = ResultsSite(storage, recheck_s=0)
+    for _ in range(20):
+        assert [row["name"] for row in json.loads(site.index_json())] == ["good", "other"]
+    assert checked.count("notes") == 1
+    (storage / "notes" / "trial_1").mkdir()
+    (storage / "notes" / "trial_1" / "result.json").write_text(json.dumps(report_row(1, 1, 2)) + "\n")
+    assert eventually(lambda: "notes" in site.index_json()) and checked.count("notes") == 2
+
+
+def test_the_index_is_drawn_once_per_change_and_shows_the_time_it_is_served(storage, monkeypatch):
+    drawn = []
+    real_render = app_module.render
+    monkeypatch.setattr(app_module, "render", lambda template, **context: (drawn.append(template),
+                                                                           real_render(template, **context))[1])
+    site = ResultsSite(storage, recheck_s=0)
+    eventually(lambda: "being read" not in site.index_json())  # the index's last change: drawn with it
+    drawn.clear()
+    pages = [site.index_html() for _ in range(20)]
+    assert drawn == [] and all(stamp()[:10] in page and "<!--clock-->" not in page for page in pages)
+    write_experiment(storage / "new")
+    assert eventually(lambda: "experiments/new" in site.index_html()) and drawn.count("index.html") >= 1
+
+
+def test_the_page_of_an_unreadable_experiment_is_drawn_once_per_change(storage, monkeypatch):
+    (storage / "good" / "study.json").write_text("{not json")
+    drawn = []
+    real_render = app_module.render
+    monkeypatch.setattr(app_module, "render", lambda template, **context: (drawn.append(template),
+                                                                           real_render(template, **context))[1])
+    site = ResultsSite(storage, recheck_s=0)
+    pages = [site.experiment_html("good") for _ in range(20)]
+    assert drawn.count("unavailable.html") == 1 and all("This experiment cannot be read now" in p for p in pages)
+
+
+def test_a_first_reading_never_waits_for_figures_being_drawn(storage):
+    write_experiment(storage / "third")
+    gate = threading.Event()
+    snapshots = Snapshots(prepare=lambda snapshot: gate.wait(30))  # drawing the figures takes as long as it takes
+    try:
+        first = [snapshots.get(storage / name) for name in ("good", "other")]  # both wait to be drawn
+        third = snapshots.get(storage / "third", wait_s=10)
+        assert not third.pending and third.experiment is not None and all(s.experiment is not None for s in first)
+    finally:
+        gate.set()
 
 
 def make_fifo(path: Path) -> None:

@@ -1,0 +1,174 @@
+"""`study.run` at its edges: threads per trial, objectives' directions, a closed stdout, argparse
+mistakes, Ctrl-C while Ray starts, and paths through `~user`."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from study.options import build_parser
+from study.run import main
+from study.trainable import trial_threads
+from test_results_robustness import make_baseline
+
+NO_USER = "~no-such-user-balpoe"  # a `~user` that names no user on any test machine
+
+
+def cli_error(argv: list[str], capsys) -> tuple[int, str]:
+    """Exit code and stderr of `study.run ARGV` that stops in argparse or in the checks before Ray."""
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+# --- 1. a trial never runs more threads than the cores it can have ------------------------------
+def test_a_cpu_share_above_the_cores_here_gets_one_thread_per_core(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert (trial_threads(64), trial_threads(2), trial_threads(1), trial_threads(0.5)) == (2, 2, 1, 1)
+
+
+def test_without_affinity_the_cpu_count_bounds_the_threads(monkeypatch):
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert (trial_threads(8), trial_threads(2)) == (3, 2)
+
+
+# --- 2. an objective without a mode takes its metric's direction --------------------------------
+@pytest.mark.parametrize("metric, mode", [("val_ece", "min"), ("val_mce", "min"), ("val_nll", "min"),
+                                          ("train_loss", "min"), ("val_balanced_acc", "max"), ("val_acc", "max")])
+def test_an_objective_without_a_mode_takes_its_metrics_direction(metric, mode):
+    args = build_parser().parse_args(["search", "--objectives", metric])
+    assert args.objectives == [(metric, mode)]
+
+
+def test_an_explicit_mode_is_kept():
+    args = build_parser().parse_args(["search", "--objectives", "val_ece:max", "val_acc:min"])
+    assert args.objectives == [("val_ece", "max"), ("val_acc", "min")]
+
+
+def test_an_unknown_metric_without_a_mode_is_refused(capsys):
+    code, err = cli_error(["search", "--objectives", "val_mystery"], capsys)
+    assert code == 2 and err.startswith("error: --objectives") and "Traceback" not in err
+
+
+def test_the_tables_rank_by_the_same_direction():
+    """`compare_with_baseline` without the study's modes: a lower ECE is better, as for the objective."""
+    import pandas as pd
+
+    from results.stats import compare_with_baseline
+    trials = pd.DataFrame({"status": ["finished"], "mixup_alpha": [0.4], "val_ece": [0.05], "val_brier": [0.3]})
+    baseline = pd.DataFrame({"status": ["finished"] * 2, "mixup_alpha": [0.4] * 2, "val_ece": [0.10, 0.11],
+                             "val_brier": [0.4, 0.41]})
+    rows = compare_with_baseline(trials, baseline, ["val_ece", "val_brier"])
+    assert rows.set_index("metric")["better"].to_dict() == {"val_ece": True, "val_brier": True}
+
+
+# --- 3. a closed stdout ends a command quietly ---------------------------------------------------
+def with_closed_stdout(argv: list[str]) -> subprocess.CompletedProcess:
+    """`python -m study.run ARGV` whose stdout's reader has already gone, as in `… | head -0`."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "study.run", *argv], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write)
+
+
+def test_show_into_a_closed_pipe_exits_0_without_a_message(tmp_path):
+    make_baseline(tmp_path / "exp")
+    done = with_closed_stdout(["show", str(tmp_path / "exp")])
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_help_into_a_closed_pipe_exits_0_without_a_message():
+    done = with_closed_stdout(["search", "--help"])
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+# --- 4. argparse's mistakes are one line naming the option -------------------------------------
+@pytest.mark.parametrize("argv", [
+    ["baseline", "--num-cpus", "abc"], ["baseline", "--num-cpus", ""], ["baseline", "--num-cpus", "1e3"],
+    ["baseline", "--cpus-per-trial", "abc"], ["search", "--num-samples", "1e3"], ["show", "x", "--top", "two"],
+    ["baseline", "--progress-interval", ""],
+])
+def test_a_number_option_given_no_number_is_one_line_naming_it(argv, capsys):
+    code, err = cli_error(argv, capsys)
+    option = next(arg for arg in argv if arg.startswith("--"))
+    assert code == 2 and err.startswith(f"error: {option}:") and "usage:" not in err, err
+    assert len(err.splitlines()) <= 2, err
+
+
+# --- 6. '' and `~user` that names no user, wherever a path goes --------------------------------
+@pytest.mark.parametrize("argv, option", [
+    (["baseline", "--storage-path", f"{NO_USER}/runs"], "--storage-path"),
+    (["baseline", "--storage-path", ""], "--storage-path"),
+    (["baseline", "--preset", "smoke", "--data-dir", f"{NO_USER}/data"], "--data-dir"),
+    (["baseline", "--preset", "smoke", "--data-dir", ""], "--data-dir"),
+    (["baseline", "--config", f"{NO_USER}/recipe.json"], "--config"),
+    (["show", f"{NO_USER}/exp"], "NAME"),
+    (["show", "exp", "--storage-path", f"{NO_USER}/runs"], "--storage-path"),
+    (["report", "exp", "--output", f"{NO_USER}/report"], "--output"),
+    (["report", "exp", "--baseline", f"{NO_USER}/baseline"], "--baseline"),
+    (["export", "exp", "--data-dir", f"{NO_USER}/data"], "--data-dir"),
+    (["doctor", "--data-dir", f"{NO_USER}/data"], "--data-dir"),
+])
+def test_a_path_through_no_users_home_or_empty_is_refused_by_its_option(argv, option, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(argv, capsys)
+    assert code == 2 and err.startswith(f"error: {option}:") and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing made in the current folder, as '' or '~…' would have
+
+
+# --- 5. Ctrl-C while Ray starts leaves none of its processes ----------------------------------
+def processes_with(marker: str) -> dict[int, bytes]:
+    """Our processes whose environment holds `marker` (everything Ray starts inherits the driver's), with
+    their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes()
+            except OSError:  # gone, or not ours
+                continue
+    return found
+
+
+@pytest.mark.ray
+def test_ctrl_c_while_ray_starts_stops_everything_it_started(tmp_path):
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
+    marker = f"RAY_TMPDIR={ray_tmp}"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "study.run", "baseline", "--preset", "smoke", "--num-cpus", "1",
+         "--storage-path", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,  # Ray's agents would hold a stdout pipe
+        env={**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"})
+    try:
+        deadline = time.monotonic() + 120
+        # the raylet has just started: ray.init is under way (interrupted here, Ray 2.60 left its agents)
+        while not any(b"raylet" in command for command in processes_with(marker).values()):
+            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+            time.sleep(0.02)
+        driver.send_signal(signal.SIGINT)
+        err = driver.communicate(timeout=120)[1]
+        assert driver.returncode == 130, err
+        assert not (tmp_path / "baseline-smoke" / "study.json").exists() and "resume" not in err
+        deadline = time.monotonic() + 20
+        while processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_with(marker) == {}
+    finally:
+        driver.kill()
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
