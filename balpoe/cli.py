@@ -25,7 +25,7 @@ from typing import NoReturn
 from . import config as config_module
 from .config import TAU_RULE_INPUTS, Config, ConfigError
 from .datasets import DataError
-from .files import read_small_json, writable_folder_problem
+from .files import os_error_line, read_small_json, writable_folder_problem
 
 SPLITS = ("train", "val", "test", "test_full")
 RUN_FILES = ("summary.csv", "model_best.pth", "metrics.json")  # with checkpoint-epoch*.pth: a run folder
@@ -391,7 +391,7 @@ def run(args: argparse.Namespace) -> int:
             print(interrupted_hint(args), file=sys.stderr)
         return 2
     except OSError as err:  # the machine's, not the input's: a full disk, a folder gone, permissions
-        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         if args.command == "train":
             print(interrupted_hint(args), file=sys.stderr)
         return 1

@@ -112,3 +112,10 @@ def writable_folder_problem(folder: str | Path) -> str | None:
             except OSError:
                 break
     return None
+
+
+def os_error_line(err: OSError) -> str:
+    """`path: reason` when the error names a file; the error's own words otherwise (a store's fault)."""
+    if err.filename and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return str(err) or type(err).__name__

@@ -15,6 +15,7 @@ import sys
 
 from balpoe.config import ConfigError
 from balpoe.datasets import DataError
+from balpoe.files import os_error_line
 from results.storage import location
 from search_spaces import SpaceError
 
@@ -153,7 +154,7 @@ def run_command(argv: list[str] | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # the machine's, not the input's: a full disk, a folder gone, permissions
-        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return interrupted()

@@ -62,6 +62,8 @@ def trial_epochs(trainer: Trainer, stop: int, progress: ProgressFile | None = No
             if progress:
                 progress.begin_final()
             metrics.update(trainer.final_metrics(callbacks))
+            if progress:
+                progress.end()
         yield metrics, last
 
 

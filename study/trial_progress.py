@@ -9,7 +9,8 @@ every `interval` seconds, and at each phase change (the start of an epoch, a pha
 batch) once a quarter interval has passed since the last write, to a temporary file then moved into
 place, so a reader never sees half a record. Writes never take more than MAX_WRITE_SHARE of the
 trial's time, whatever the filesystem: after a write that took `w` seconds the next waits at least
-`w / MAX_WRITE_SHARE`. A failed write (a full disk, a folder gone) never stops training: it is said
+`w / MAX_WRITE_SHARE`. The trial's last batch is always written (`end`), however slow the store, so
+a finished trial's record says where it ended. A failed write (a full disk, a folder gone) never stops training: it is said
 once on stderr and tried again at the next one due.
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ class ProgressFile:
         self.train_rate: float | None = None
         self.writes = 0
         self.failed = False
+        self.unwritten: tuple | None = None   # the last batch's position when it was not written
 
     def begin_epoch(self, epoch: int, train_batches: int) -> None:
         """Epoch `epoch` (from 1) starts: written at once, so the reader's clock for it starts now."""
@@ -62,11 +64,18 @@ class ProgressFile:
         if done == 1:  # a phase's rate counts from its first batch's end (warm-up and compiling left out)
             self.phase_start = (phase, now, 1)
         if now < self.due and (now < self.soon or 1 < done < total):
+            self.unwritten = (trainer, phase, done, total, now)
             return
         self._write(trainer, phase, done, total, now)
 
+    def end(self) -> None:
+        """The trial's work is over: its last position is written if the spacing held it back."""
+        if self.unwritten is not None:
+            self._write(*self.unwritten)
+
     def _write(self, trainer, phase: str, done: int, total: int, now: float) -> None:
         started_writing = time.perf_counter()
+        self.unwritten = None
         if self.phase_start is None or self.phase_start[0] != phase:
             self.phase_start = (phase, now, done)
         _, started, started_done = self.phase_start

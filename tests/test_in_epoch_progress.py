@@ -149,6 +149,17 @@ def test_writes_take_no_more_than_their_share_of_the_time_on_a_slow_filesystem(t
     assert at[0] == 0 and len(at) >= 2 and all(b - a >= 200 * 0.02 for a, b in zip(at, at[1:])), at
 
 
+def test_a_finished_trial_records_where_it_ended_however_slow_its_store(tmp_path):
+    """Writes spaced past the whole trial (an object store that takes seconds): the start of epoch 1 is
+    written, and still the record ends at the last batch of the end-of-training evaluation."""
+    trainer = small_trainer(tmp_path)
+    channel = ProgressFile(tmp_path / "trial", epochs=2, interval=10_000.0)
+    assert [last for _, last in trial_epochs(trainer, 2, channel)] == [False, True]
+    last = read_progress(tmp_path / "trial")
+    assert channel.writes == 2
+    assert (last.epoch, last.stage, last.phase, last.done, last.total) == (2, "final", "test_full", 1, 1)
+
+
 def test_a_failed_write_is_said_once_and_training_goes_on(tmp_path, capsys):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the trial folder belongs")

@@ -95,6 +95,20 @@ def test_help_into_a_closed_pipe_exits_0_without_a_message():
     assert (done.returncode, done.stderr) == (0, "")
 
 
+@pytest.mark.parametrize("fault, line", [
+    (OSError("When listing objects under key 'runs/exp': AWS Error NETWORK_CONNECTION"),
+     "error: When listing objects under key 'runs/exp': AWS Error NETWORK_CONNECTION"),
+    (PermissionError(13, "Permission denied", "/srv/runs/exp/study.json"),
+     "error: /srv/runs/exp/study.json: Permission denied"),
+])
+def test_a_fault_of_the_machine_is_one_line_with_what_failed_and_exit_1(fault, line, monkeypatch, capsys):
+    def failing(args):
+        raise fault
+    monkeypatch.setattr("study.run.dispatch", failing)
+    assert main(["show", "exp"]) == 1
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
 # --- 4. argparse's mistakes are one line naming the option -------------------------------------
 @pytest.mark.parametrize("argv", [
     ["baseline", "--num-cpus", "abc"], ["baseline", "--num-cpus", ""], ["baseline", "--num-cpus", "1e3"],
