@@ -186,23 +186,24 @@ def check_output_folder(folder: str | Path, option: str) -> None:
 
 # --- commands --------------------------------------------------------------------------------------
 def command_train(args: argparse.Namespace) -> int:
-    from .checkpoint import RunFolder, check_run_config, load_checkpoint, restore
-    from .progress import BatchProgress, EpochPrinter
-    from .trainer import Trainer, check_precision, resolve_device
-
-    if args.resume is not None:
+    state = None
+    if args.resume is None:  # a config's mistakes are answered before torch loads (seconds)
+        config = config_from_args(args)
+    else:
         overrides = recipe_overrides(args)
         extra = sorted(set(overrides) - {"device", "data_dir"})
         if extra or args.config is not None:
             raise ConfigError(f"resume: --resume continues a run with its saved config; drop "
                               f"{', '.join('--' + e for e in extra) or '--config'} (only --device and "
                               f"--data-dir may change)")
+    from .checkpoint import RunFolder, check_run_config, load_checkpoint, restore
+    from .progress import BatchProgress, EpochPrinter
+    from .trainer import Trainer, check_precision, resolve_device
+
+    if args.resume is not None:
         state = load_checkpoint(args.resume)
         save_dir = str(Path(args.resume).resolve().parent)
         config = config_module.from_dict(state["config"]).replace(save_dir=save_dir, **overrides)
-    else:
-        config = config_from_args(args)
-        state = None
     check_precision(resolve_device(config.device), config.precision)  # a GPU this machine lacks: before any file
     check_output_folder(config.save_dir, "save_dir")  # before the data is read, not at the first checkpoint
     if state is None:
@@ -376,16 +377,23 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, previous[1])
 
 
+def checkpoint_error() -> type[Exception]:
+    """`CheckpointError`, imported (with torch) only when an exception reaches its `except` clause: a
+    config's mistake, caught by the clause before, is answered without waiting seconds for torch."""
+    from .checkpoint import CheckpointError
+    return CheckpointError
+
+
 def run(args: argparse.Namespace) -> int:
     """One command, its mistakes and the machine's faults turned into `error: …` lines."""
-    from .checkpoint import CheckpointError, CheckpointWriteError
     commands = {"train": command_train, "evaluate": command_evaluate, "export-logits": command_export}
     try:
         return commands[args.command](args)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except CheckpointError as err:
+    except checkpoint_error() as err:
+        from .checkpoint import CheckpointWriteError
         print(f"error: {err}", file=sys.stderr)
         if isinstance(err, CheckpointWriteError):
             print(interrupted_hint(args), file=sys.stderr)

@@ -339,7 +339,7 @@ def merge(base: Config, overrides: dict[str, Any]) -> Config:
 
 # --- the official BalPoE JSON format ----------------------------------------------------------
 # Every key of an official config is honoured (a field), checked (a "type", or a value the recipe fixes)
-# or plumbing of the reference implementation that changes no result here (docs/recipe.md says why);
+# or plumbing of the reference implementation that changes no result here (docs/bad-input.md);
 # any other key is refused by name, so an official config is never trained as something else.
 _OFFICIAL_LOADERS = {info.official_loader: name for name, info in REGISTRY.items() if info.official_loader}
 # official key -> the values this trainer implements
@@ -388,11 +388,14 @@ def is_official(tree: dict[str, Any]) -> bool:
 
 def _unsupported_types(tree: dict[str, Any]) -> list[str]:
     """Each section whose `type` (or the combiner's `mode`) names something this trainer does not
-    implement, with the values it does."""
+    implement, with the values it does. A section left out is refused too: the reference code cannot
+    run without it, and our defaults in its place would train something the config never said."""
     problems = []
     for key, supported in _OFFICIAL_TYPES.items():
         section, leaf = key.split(".")
         if section not in tree:
+            if leaf == "type":  # one line per section
+                problems.append(f"{section}: missing; an official config names it ({key}: {', '.join(supported)})")
             continue
         if not isinstance(tree[section], dict):
             problems.append(f"{section}: expected a mapping (got {tree[section]!r:.60})")

@@ -212,6 +212,29 @@ def check_schedulable(cpus_per_trial: float, gpus_per_trial: float, nodes: list[
                      f"{gpus_per_trial:g} GPU (nodes: {largest}); ask for less per trial, or add a larger node")
 
 
+def check_gpu_request(device: str, gpus_per_trial: float | None, args) -> None:
+    """GPU requests that no trial could meet, refused before the data is read and before Ray starts:
+    `--device cuda` with `--gpus-per-trial 0`, and for a local Ray (whose trials run here) `--device cuda` on
+    a machine without a CUDA GPU or more GPUs per trial than it has. An `--address` cluster's GPUs are
+    known once attached (`driver.resolve_resources`)."""
+    cuda = device.startswith("cuda")
+    if cuda and gpus_per_trial == 0:
+        raise StudyError(f"--device: {device} needs a GPU in every trial; drop --device (auto) or give "
+                         f"--gpus-per-trial (got --gpus-per-trial 0)")
+    if args.address or not (cuda or gpus_per_trial):
+        return
+    import torch
+    present = torch.cuda.device_count()
+    if cuda and not present:
+        raise StudyError(f"--device: torch sees no CUDA GPU on this machine, where a local Ray runs the trials; "
+                         f"drop --device (auto), or attach to a cluster with GPUs (--address) (got {device!r})")
+    declared = present if args.num_gpus is None else args.num_gpus
+    if gpus_per_trial and gpus_per_trial > declared:
+        fix = f"ask for at most {declared}" if declared else "drop it (the trials run on CPUs)"
+        raise StudyError(f"--gpus-per-trial: {gpus_per_trial:g} per trial but a local Ray here has {declared} GPU(s); "
+                         f"{fix}, or attach to a cluster with GPUs (--address)")
+
+
 def check_shared_storage(storage_path: str) -> None:
     """Trials on every node write to the storage path, so every node must see the same folder: the
     driver writes a marker and a zero-CPU task on each node looks for it."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from balpoe.checkpoint import CheckpointError, trainer_from_checkpoint
 from balpoe.cli import check_output_folder
 from balpoe.datasets import DataError
-from balpoe.export import export_logits
+from balpoe.export import check_export_folder, export_logits
 from results import ExperimentError, load_experiment
 from results.console import progress_text, trials_text
 from results.reader import TRAINER_STATE_FILE, present
@@ -76,6 +76,7 @@ def export(args: argparse.Namespace) -> int:
     if not checkpoints:
         raise StudyError(f"--trial: trial {trial['trial_id']} has no checkpoint yet")
     output = Path(args.output) if args.output else local_outputs(exp.path) / "exports" / f"trial_{trial['trial_id']}"
+    check_export_folder(output)  # before the checkpoint and its data are read
     check_output_folder(output, "--output")
     print(f"trial {trial['trial_id']} ({trial['status']}, epoch {trial['epochs_run']}): {checkpoints[-1]}")
     with local_copy(checkpoints[-1]) as checkpoint:

@@ -13,13 +13,14 @@ import os
 import signal
 import sys
 
+from balpoe.cli import tolerate_unencodable_output
 from balpoe.config import ConfigError
 from balpoe.datasets import DataError
 from balpoe.files import os_error_line
 from results.storage import location
 from search_spaces import SpaceError
 
-from .cluster import DEFAULT_DASHBOARD_PORT, check_cluster_options, keep_token_auth
+from .cluster import DEFAULT_DASHBOARD_PORT, check_cluster_options, check_gpu_request, keep_token_auth
 from .lock import study_lock
 from .options import build_parser
 from .settings import (SETTINGS_FILE, StudyError, check_fresh, resume_command, resume_settings,
@@ -73,6 +74,7 @@ def resume(args) -> int:
 
 def new_study(args) -> int:
     settings = settings_from_args(args)
+    check_gpu_request(settings.base.device, settings.gpus_per_trial, args)
     from .driver import run_study
     with study_lock(settings.experiment_dir, settings.name):  # held until the study ends
         check_fresh(settings)
@@ -125,6 +127,7 @@ def dispatch(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 when stdout is closed before the command is done (`show … | head -1`): the reader has read
     what it wanted, which is no error. A study stops then (`output_closed`)."""
+    tolerate_unencodable_output()
     try:
         code = run_command(argv)
     except BrokenPipeError:

@@ -76,6 +76,28 @@ def test_wrongly_typed_config_files(name, text, message, tmp_path, capsys):
     assert code == 2 and message in err and "Traceback" not in err, err
 
 
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))  # 9**9 values
+
+
+@pytest.mark.parametrize("name, text", [
+    ("bomb.yaml", ALIAS_BOMB),
+    ("complex-key.yaml", "? [a, b]\n: 1\n"),
+    ("keys.json", "{" + ", ".join(f'"k{i}": {i}' for i in range(60_000)) + ', "k7": 0}'),
+])
+def test_a_config_made_to_cost_time_is_refused_at_once_without_loading_torch(name, text, tmp_path):
+    """An alias bomb, a key that is no name, 60,000 keys with a repeat: one line naming the config, exit 2,
+    within a second or two of the command starting (the duplicate check is linear, torch is not loaded)."""
+    (tmp_path / name).write_text(text)
+    probe = ("import sys, time; from balpoe.cli import main; start = time.monotonic(); "
+             f"code = main(['train', '-c', {str(tmp_path / name)!r}]); "
+             "print(code, round(time.monotonic() - start, 2), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    code, seconds, torch_loaded = done.stdout.split()
+    assert (code, torch_loaded) == ("2", "False") and float(seconds) < 2, done
+    assert done.stderr.startswith(f"error: config: {tmp_path / name}") and len(done.stderr.splitlines()) == 1
+
+
 def test_a_config_that_is_not_utf8(tmp_path, capsys):
     (tmp_path / "latin1.json").write_bytes('{"save_dir": "runs/é"}'.encode("latin-1"))
     code, err = train(["-c", str(tmp_path / "latin1.json")], capsys)

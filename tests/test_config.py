@@ -128,6 +128,40 @@ def test_bad_official_configs_are_rejected():
         cfg.from_official(tree)
 
 
+def _official(change) -> dict:
+    tree = json.loads(json.dumps(OFFICIAL_CIFAR100_IR100))
+    change(tree)
+    return tree
+
+
+# the reference's configs/mixup/standard_training/config_imagenet_lt_resnext50_bs-experts.json, in short
+OFFICIAL_IMAGENET_LT = _official(lambda t: (
+    t["arch"].update(type="ResNeXt50Model"), t["arch"]["args"].update(num_classes=1000),
+    t["data_loader"].update(type="ImageNetLTDataLoader"),
+    t.update(lr_scheduler={"type": "CosineAnnealingLR", "args": {"T_max": 180, "eta_min": 0.0}})))
+
+
+@pytest.mark.parametrize("tree, keys", [
+    (_official(lambda t: t["optimizer"].update(type="Adam", args={"lr": 1e-3})), ["optimizer.type"]),
+    (_official(lambda t: t["loss"].update(type="CrossEntropyLoss", args={})), ["loss.type"]),
+    (_official(lambda t: t["combiner"].update(mode="cutmix")), ["combiner.mode"]),
+    (_official(lambda t: t["combiner"]["mixup"].update(cutmix_alpha=1.0)), ["combiner.mixup.cutmix_alpha"]),
+    (_official(lambda t: t["lr_scheduler"].update(type="CosineAnnealingLR", args={"T_max": 200})),
+     ["lr_scheduler.type"]),
+    (OFFICIAL_IMAGENET_LT, ["data_loader.type", "arch.type", "lr_scheduler.type"]),
+    (_official(lambda t: t.pop("combiner")), ["combiner"]),
+    (_official(lambda t: t.pop("lr_scheduler")), ["lr_scheduler"]),
+])
+def test_an_official_config_asking_for_what_is_not_implemented_is_refused_by_key(tree, keys, tmp_path, capsys):
+    """Never trained as something else (SGD, the expert loss, mixup, the step schedule, our defaults)."""
+    from balpoe.cli import main
+    (tmp_path / "official.json").write_text(json.dumps(tree))
+    code = main(["train", "-c", str(tmp_path / "official.json"), "--save_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and all(f"{key}:" in err for key in keys) and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_config_files_are_data_not_code(tmp_path):
     (tmp_path / "evil.yaml").write_text("!!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):

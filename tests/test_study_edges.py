@@ -1,5 +1,6 @@
 """`study.run` at its edges: threads per trial, objectives' directions, a closed stdout, argparse
-mistakes, Ctrl-C while Ray starts, and paths through `~user`."""
+mistakes, Ctrl-C while Ray starts, paths through `~user`, `--help` on an ASCII terminal, GPU requests no
+trial could meet, and `export` over files it did not write."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,44 @@ def test_ctrl_c_while_ray_starts_stops_everything_it_started(tmp_path):
         for pid in processes_with(marker):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+# --- 7. --help whatever the terminal's encoding ---------------------------------------------------
+@pytest.mark.parametrize("argv", [["study.run", "search", "--help"], ["balpoe", "train", "--help"]])
+def test_help_on_an_ascii_terminal_writes_tau_escaped(argv):
+    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0 and done.stderr == "" and "\\u03c4" in done.stdout, done.stderr
+
+
+# --- 8. a GPU no trial could have is refused before the data is read and Ray starts ------------
+@pytest.mark.parametrize("argv, option", [
+    (["--device", "cuda", "--gpus-per-trial", "0"], "--device"),
+    (["--gpus-per-trial", "1", "--num-gpus", "0"], "--gpus-per-trial"),
+    pytest.param(["--device", "cuda", "--precision", "bf16"], "--device", marks=pytest.mark.skipif(
+        __import__("torch").cuda.is_available(), reason="this machine has a GPU")),
+])
+def test_a_gpu_request_no_trial_could_meet_is_refused_before_data_and_ray(argv, option, tmp_path, monkeypatch,
+                                                                          capsys):
+    def never(*args, **kwargs):
+        raise AssertionError("the data was read or Ray started")
+    monkeypatch.setitem(sys.modules, "study.driver", types.SimpleNamespace(run_study=never))
+    for command in ("baseline", "search"):
+        code, err = cli_error([command, "--preset", "smoke", "--storage-path", str(tmp_path), *argv], capsys)
+        assert code == 2 and err.startswith(f"error: {option}:") and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- 9. study export refuses files it did not write before it reads the checkpoint -------------
+def test_study_export_refuses_a_foreign_file_before_reading_the_checkpoint(tmp_path, capsys):
+    make_baseline(tmp_path / "exp")
+    for trial in (tmp_path / "exp").glob("t*"):  # a checkpoint that would be an error if it were read
+        (trial / "checkpoint_000000").mkdir()
+        (trial / "checkpoint_000000" / "trainer_state.pth").write_bytes(b"not a checkpoint")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "manifest.json").write_text('{"mine": true}')
+    code, err = cli_error(["export", str(tmp_path / "exp"), "--output", str(output)], capsys)
+    assert code == 2 and err.startswith("error: --output:"), err
+    assert [p.name for p in output.iterdir()] == ["manifest.json"]
+    assert (output / "manifest.json").read_text() == '{"mine": true}'
