@@ -20,15 +20,19 @@ TEST = ("test_acc", "test_balanced_acc", "test_nll", "test_ece", "test_mce", "te
         "test_few_acc", "test_full_acc", "test_full_balanced_acc", "test_full_ece", "test_full_mce")
 
 
-def write_experiment(folder: Path, trials: int, epochs: int, seed: int = 0, last_running: bool = False) -> None:
-    """A search of `trials` trials × `epochs` epochs; with `last_running`, the last trial is halfway."""
+def write_experiment(folder: Path, trials: int, epochs: int, seed: int = 0, last_running: bool = False,
+                     kind: str = "search") -> None:
+    """A search of `trials` trials × `epochs` epochs (or a baseline: one trial per seed); with
+    `last_running`, the last trial is halfway."""
     rng = np.random.default_rng(seed)
     recipe = Config().replace(epochs=epochs)  # the recipe's schedule, rescaled to `epochs`
     base = recipe.to_dict()
     folder.mkdir(parents=True)
-    StudySettings(kind="search", name=folder.name, storage_path=str(folder.parent), base=recipe, space="alpha_tau",
-                  ranges=resolve_ranges(get_space("alpha_tau")), num_samples=trials, startup_trials=1, asha=False,
-                  max_t=epochs, versions={"toolkit": "0.1.0"}).save(folder)
+    study = {"seeds": tuple(range(1, trials + 1))} if kind == "baseline" else \
+        {"space": "alpha_tau", "ranges": resolve_ranges(get_space("alpha_tau")), "num_samples": trials,
+         "startup_trials": 1}
+    StudySettings(kind=kind, name=folder.name, storage_path=str(folder.parent), base=recipe, asha=False,
+                  max_t=epochs, versions={"toolkit": "0.1.0"}, **study).save(folder)
     for t in range(trials):
         trial = folder / f"trial_{t:08x}"
         trial.mkdir()
@@ -40,7 +44,8 @@ def write_experiment(folder: Path, trials: int, epochs: int, seed: int = 0, last
             for epoch in range(1, reported + 1):
                 row = {"epoch": epoch, **{k: float(rng.random()) for k in METRICS}, "device": "cuda:0",
                        "gpu_ids": "0", "tau_list": "0;1;2", "mixup_alpha": params["mixup_alpha"], "num_experts": 3,
-                       "seed": 1, "precision": "fp32", "planned_epochs": epochs, "stop_epoch": epochs,
+                       "seed": t + 1 if kind == "baseline" else 1, "precision": "fp32", "planned_epochs": epochs,
+                       "stop_epoch": epochs,
                        "trial_id": f"{t:08x}", "training_iteration": epoch, "timestamp": 1795651132 + epoch,
                        "hostname": "node", "node_ip": "10.0.0.1", "config": params, "done": epoch == epochs}
                 if epoch == epochs:

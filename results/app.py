@@ -46,7 +46,9 @@ from .storage import Location, location
 APP_NAME = "balpoe-results"
 ROUTE_PREFIX = "/"
 NAME_MAX = 255                  # bytes in one file name (Linux, macOS): longer is no folder here
-MAX_ONGOING_REQUESTS = 100      # per replica; more wait in Serve's queue (the handlers are cheap once read)
+MAX_ONGOING_REQUESTS = 1000     # per replica; a team's burst waits in the replica's own queue (the handlers are
+                                # cheap once read): past the cap, Serve's router retries with backoff, and 200
+                                # requests at a cap of 100 left some of them waiting 3-15 s
 REQUEST_TIMEOUT_S = 300         # Serve's proxy answers 408 past this (the first JSON of a huge experiment
                                 # waits for its first reading: minutes); the reading goes on for the next
 INDEX_COLUMNS = ["name", "kind", "trials", "finished", "asha_stopped", "unfinished", "errored", "not_started",
@@ -76,6 +78,7 @@ class ResultsSite:
         self.ray_dashboard_url = ray_dashboard_url
         self.snapshots = Snapshots(recheck_s=recheck_s, prepare=self.prepare)
         self._found = None              # (time.monotonic() when listed, (name, snapshot) of each experiment)
+        self._listing = threading.Lock()  # one request lists the root at a time; the others take the last listing
         self._index = None              # (the snapshots it was made from, the index)
 
     # --- experiments ------------------------------------------------------------------------------
@@ -131,19 +134,29 @@ class ResultsSite:
 
     def current(self) -> tuple[tuple[str, Snapshot], ...]:
         """(name, current snapshot) of every experiment under the root, listed at most every `recheck_s`
-        (as each folder is looked at): a burst of requests lists the root once."""
-        kept, start = self._found, time.monotonic()
-        if kept is not None and start - kept[0] < self.snapshots.recheck_s:
+        (as each folder is looked at) and by one request at a time: a burst of requests lists the root
+        once, and while one request lists it (waiting for a new folder's first reading, perhaps) the
+        others answer from the last listing."""
+        kept = self._found
+        if kept is not None and time.monotonic() - kept[0] < self.snapshots.recheck_s:
             return kept[1]
-        found, names = [], self.names()
-        for name in names:
-            try:
-                found.append((name, self.snapshot(name, FIRST_READING_WAIT_S)))
-            except NotFound:
-                continue
-        self.snapshots.keep_only({self.root / name for name in names})  # what holds no experiment is kept too
-        self._found = (start, tuple(found))
-        return self._found[1]
+        if not self._listing.acquire(blocking=kept is None):
+            return kept[1]
+        try:
+            kept, start = self._found, time.monotonic()
+            if kept is not None and start - kept[0] < self.snapshots.recheck_s:
+                return kept[1]  # listed while this request waited for the first listing
+            found, names = [], self.names()
+            for name in names:
+                try:
+                    found.append((name, self.snapshot(name, FIRST_READING_WAIT_S)))
+                except NotFound:
+                    continue
+            self.snapshots.keep_only({self.root / name for name in names})  # what holds no experiment is kept too
+            self._found = (start, tuple(found))
+            return self._found[1]
+        finally:
+            self._listing.release()
 
     def index(self, found: tuple[tuple[str, Snapshot], ...]) -> dict:
         """The index table, its JSON and its page, made once per set of snapshots (the change token: a

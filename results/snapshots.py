@@ -167,8 +167,9 @@ class Snapshots:
     so no reading ever queues behind the drawing of figures. Only a folder never read before makes a
     request wait: at most `wait_s` seconds (None: until it is read), then it gets a placeholder
     (`pending`). A snapshot checked less than `recheck_s` ago is served without looking at the files
-    again: under a burst of requests a folder is looked at once a second, not once a request; that
-    holds for a folder that holds no experiment, and for one that cannot be read, too."""
+    again, and by one request at a time (the others meanwhile get the current one): under a burst of
+    requests a folder is looked at once a second, not once a request; that holds for a folder that
+    holds no experiment, and for one that cannot be read, too."""
 
     def __init__(self, load: Callable[[Location], Experiment] = load_experiment, recheck_s: float = 1.0,
                  prepare: Callable[[Snapshot], None] | None = None, readers: int = 2):
@@ -177,6 +178,7 @@ class Snapshots:
         self.recheck_s = recheck_s
         self._current: dict[Location, Snapshot] = {}
         self._reading: dict[Location, Future] = {}
+        self._looking: set[Location] = set()  # folders whose files a request is looking at now
         self._guard = threading.Lock()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="experiment-reader")
         self._drawer = ThreadPoolExecutor(1, thread_name_prefix="experiment-drawer")  # figures: one at a time
@@ -191,9 +193,19 @@ class Snapshots:
     def _current_or_read(self, folder: Location, wait_s: float | None) -> Snapshot:
         start = time.monotonic()
         current = self._current.get(folder)
-        if current is not None and start - current.checked < self.recheck_s:
-            return current
-        marks = self._fingerprint(folder)
+        if current is not None:
+            if start - current.checked < self.recheck_s:
+                return current
+            with self._guard:
+                if folder in self._looking:
+                    return current  # another request looks at its files now: one look, however many ask
+                self._looking.add(folder)
+        try:
+            marks = self._fingerprint(folder)
+        finally:
+            if current is not None:
+                with self._guard:
+                    self._looking.discard(folder)
         with self._guard:
             current = self._current.get(folder)  # perhaps a reading made meanwhile
             if current is not None:

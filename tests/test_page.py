@@ -241,6 +241,62 @@ def test_the_page_of_an_unreadable_experiment_is_drawn_once_per_change(storage, 
     assert drawn.count("unavailable.html") == 1 and all("This experiment cannot be read now" in p for p in pages)
 
 
+def test_with_a_damaged_experiment_requests_at_once_draw_the_index_once_per_change(storage, monkeypatch):
+    (storage / "good" / "study.json").write_text("{not json")
+    drawn = []
+    real_render = app_module.render
+    monkeypatch.setattr(app_module, "render", lambda template, **context: (drawn.append(template),
+                                                                           real_render(template, **context))[1])
+    with served(ResultsSite(storage, recheck_s=0)) as base:  # every request may look at the files
+        assert settled_rows(base)["good"]["note"].startswith("cannot be read now: ")
+        drawn.clear()
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: get(base + "/"), range(64)))
+        assert drawn == [] and all(status == 200 and b"study.json" in body for status, body in answers)
+        write_experiment(storage / "fixed")
+        shutil.rmtree(storage / "good")
+        shutil.copytree(storage / "fixed", storage / "good")  # repaired: readable again
+        assert eventually(lambda: b'<a href="experiments/fixed">' in get(base + "/")[1]
+                          and b"study.json" not in get(base + "/")[1])
+        changes = drawn.count("index.html")
+        with ThreadPoolExecutor(16) as pool:
+            assert all(b"study.json" not in body for _, body in pool.map(lambda _: get(base + "/"), range(64)))
+        assert 1 <= changes == drawn.count("index.html")
+
+
+def test_requests_at_once_look_at_a_folder_once_and_the_others_answer_meanwhile(storage, monkeypatch):
+    folder = storage / "good"
+    snapshots = Snapshots(recheck_s=0)
+    first = snapshots.get(folder)
+    looks, gate = [], threading.Event()
+    real_fingerprint = snapshots_module.fingerprint
+    monkeypatch.setattr(snapshots_module, "fingerprint", lambda path: (looks.append(path), gate.wait(30),
+                                                                        real_fingerprint(path))[2])
+    with ThreadPoolExecutor(8) as pool:
+        answers = [pool.submit(snapshots.get, folder) for _ in range(8)]
+        try:
+            assert eventually(lambda: sum(answer.done() for answer in answers) == 7)  # one looks, seven answered
+            assert looks == [folder]
+        finally:
+            gate.set()
+        assert all(answer.result() is first for answer in answers)  # the files did not change
+
+
+def test_while_one_request_lists_the_storage_the_others_answer_from_the_last_listing(storage, monkeypatch):
+    site = ResultsSite(storage, recheck_s=0)
+    listed = eventually(lambda: "being read" not in (index := site.index_json()) and index)
+    gate, listings = threading.Event(), []
+    real_names = site.names
+    monkeypatch.setattr(site, "names", lambda: (listings.append(1), gate.wait(30), real_names())[2])
+    with ThreadPoolExecutor(8) as pool:
+        answers = [pool.submit(site.index_json) for _ in range(8)]
+        try:
+            assert eventually(lambda: sum(answer.done() for answer in answers) == 7) and len(listings) == 1
+        finally:
+            gate.set()
+        assert all(answer.result() == listed for answer in answers)
+
+
 def test_a_first_reading_never_waits_for_figures_being_drawn(storage):
     write_experiment(storage / "third")
     gate = threading.Event()
@@ -351,11 +407,11 @@ def test_a_table_view_says_constant_columns_once_and_keeps_links():
 
 
 def test_the_load_benchmark_runs_at_a_tiny_size():
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "page_load.py"), "--size", "tiny",
-                          "--concurrency", "8", "--timeout", "60"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "page_load.py"), "--size", "tiny", "--damaged",
+                          "1", "--concurrency", "8", "--timeout", "60"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("2 experiments, ") and "8 concurrent requests per route" in lines[0]
+    assert lines[0].startswith("3 experiments (1 damaged), ") and "the app alone; 8 concurrent requests" in lines[0]
     assert lines[1].startswith("first reading of every experiment: ") and lines[2].split()[0] == "route"
     routes = {line.split()[0]: line.split()[1:] for line in lines[3:-1]}
     assert list(routes) == ["/", "/api/experiments", "/experiments/search-large",
@@ -366,7 +422,8 @@ def test_the_load_benchmark_runs_at_a_tiny_size():
 
 @pytest.mark.parametrize("argv, message", [(["--concurrency", "0"], "error: --concurrency: must be in 1…10000"),
                                            (["--timeout", "-1"], "error: --timeout: must be in (0, 3600]"),
-                                           (["--report-every", "nan"], "error: --report-every: must be in [0, 3600]")])
+                                           (["--report-every", "nan"], "error: --report-every: must be in [0, 3600]"),
+                                           (["--damaged", "-1"], "error: --damaged: must be in 0…1000")])
 def test_the_load_benchmark_answers_bad_arguments_in_one_line(argv, message):
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "page_load.py"), *argv],
                          capture_output=True, text=True, timeout=60)
