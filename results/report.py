@@ -4,10 +4,12 @@ figures (PNG) and an `index.html` that shows them all with the resolved settings
 
 A report folder is either the previous report or the complete new one: everything is made in memory,
 written into a staging folder, and moved in with `index.html` last (`balpoe.files.publish_folder`).
+Its manifest (MANIFEST) lists the files it wrote: only those may be replaced or removed by the next one.
 """
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ from .storage import local_outputs
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from balpoe.files import atomic_write, publish_folder, writable_folder_problem
+from balpoe.files import atomic_write, publish_folder, read_small_json, writable_folder_problem
 
 from . import figures as figure_module
 from .experiment import Experiment
@@ -26,9 +28,13 @@ from .reader import ExperimentError
 from .tables import is_text_or_missing
 
 TABLE_FORMATS = ("csv", "parquet", "md")
-TABLE_NAMES = ("trials", "epochs", "summary", "asha_fidelity", "paper_comparison", "baseline_comparison",
+TABLE_NAMES = ("trials", "epochs", "rungs", "summary", "asha_fidelity", "paper_comparison", "baseline_comparison",
                "optuna_trials")
 INDEX = "index.html"
+MANIFEST = ".report.json"  # hidden and sorting first, so publish_folder moves it in before the files it lists
+MANIFEST_FORMAT = "balpoe-report"
+PARTS = (*(f"tables/{name}.{ext}" for name in TABLE_NAMES for ext in TABLE_FORMATS),
+         *(f"figures/{name}" for name in figure_module.FIGURES))
 
 
 class ReportError(ExperimentError):
@@ -38,7 +44,7 @@ class ReportError(ExperimentError):
 
 def experiment_tables(exp: Experiment, baseline: Experiment | None = None) -> dict[str, pd.DataFrame]:
     """Every table of the report, by name (empty tables are left out)."""
-    tables = {"trials": exp.sorted_trials(), "epochs": exp.epochs, "summary": exp.summary(),
+    tables = {"trials": exp.sorted_trials(), "epochs": exp.epochs, "rungs": exp.rungs, "summary": exp.summary(),
               "asha_fidelity": exp.asha_fidelity(), "paper_comparison": exp.paper_comparison()}
     if baseline is not None:
         tables["baseline_comparison"] = exp.compare(baseline)
@@ -121,13 +127,13 @@ def write_report(exp: Experiment, output: str | Path | None = None, baseline: Ex
     files = {f"tables/{name}.{ext}": data[ext] for name, data in contents.items() for ext in TABLE_FORMATS}
     files |= {f"figures/{name}": data for name, data in images.items()}
     files[INDEX] = html.encode("utf-8")
+    files[MANIFEST] = json.dumps({"format": MANIFEST_FORMAT, "version": 1, "files": sorted(files)}).encode()
 
     def write(staging: Path) -> None:
         for name, data in files.items():
             _write_file(staging / name, data)
-    stale = [f"tables/{name}.{ext}" for name in TABLE_NAMES for ext in TABLE_FORMATS]
     try:
-        publish_folder(folder, write, last=INDEX, stale=stale + [f"figures/{name}" for name in figure_module.FIGURES])
+        publish_folder(folder, write, last=INDEX, stale=PARTS)
     except OSError as err:
         raise ReportError(f"{option}: the report could not be written to {folder} ({err.strerror or err}); the "
                           f"folder is left as it was; free space or choose another --output") from None
@@ -136,8 +142,8 @@ def write_report(exp: Experiment, output: str | Path | None = None, baseline: Ex
 
 def check_report_folder(folder: Path, option: str) -> None:
     """Refuse, before any work, a folder that cannot take a report: a file in its place or on its path,
-    no permission, a read-only disk, or report parts (`index.html`, `tables/`, `figures/`) that are
-    something else."""
+    no permission, a read-only disk, report parts (`index.html`, `tables/`, `figures/`) that are
+    something else, or a file the report would replace or remove that no earlier report wrote."""
     problem = writable_folder_problem(folder)
     if problem:
         raise ReportError(f"{option}: {problem}; name a folder the report can be written to")
@@ -146,6 +152,21 @@ def check_report_folder(folder: Path, option: str) -> None:
         if os.path.lexists(path) and not is_right(path):
             raise ReportError(f"{option}: {path} is in the way of the report's {part} (it is not a "
                               f"{'file' if part == INDEX else 'folder'}); move it, or choose another --output")
+    owned = written_by_report(folder)
+    foreign = [name for name in (MANIFEST, INDEX, *PARTS) if os.path.lexists(folder / name) and name not in owned]
+    if foreign:
+        raise ReportError(f"{option}: {folder} holds {', '.join(foreign)}, not written by a report; they are left "
+                          f"as they are: choose another --output, or move them")
+
+
+def written_by_report(folder: Path) -> set[str]:
+    """The files an earlier report wrote in `folder`, as its manifest lists them (and the manifest itself);
+    none without a manifest of ours."""
+    record = read_small_json(folder / MANIFEST)
+    if not (isinstance(record, dict) and record.get("format") == MANIFEST_FORMAT
+            and isinstance(record.get("files"), list)):
+        return set()
+    return {MANIFEST, *(name for name in record["files"] if isinstance(name, str))}
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> list[Path]:

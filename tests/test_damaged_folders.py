@@ -280,6 +280,25 @@ def test_report_parts_that_are_something_else_are_refused(tmp_path, quick_report
         report.write_report(exp, output)
 
 
+@pytest.mark.parametrize("own_file", ["index.html", "tables/trials.csv", "figures/learning_curves.png"])
+def test_report_files_that_no_report_wrote_are_left_alone(tmp_path, capsys, quick_report, own_file):
+    """Issue 26: a report replaces only the files an earlier report wrote (its manifest lists them)."""
+    make_baseline(tmp_path / "baseline")
+    output = tmp_path / "mine"
+    (output / own_file).parent.mkdir(parents=True)
+    (output / own_file).write_bytes(b"hand-made, not a report's")
+    before = folder_bytes(output)
+    code, out = run_cli(["report", "baseline", "--storage-path", str(tmp_path), "--output", str(output)])
+    err = capsys.readouterr().err
+    assert code == 2 and out == "" and err.startswith("error: --output: ") and own_file in err
+    assert folder_bytes(output) == before
+
+    (output / own_file).unlink()  # once moved away, the report can be written there, and written again
+    for _ in range(2):
+        assert run_cli(["report", "baseline", "--storage-path", str(tmp_path), "--output", str(output)])[0] == 0
+        assert {"index.html", "tables/trials.csv", "figures/learning_curves.png"} <= set(folder_bytes(output))
+
+
 def test_a_full_disk_leaves_the_previous_report_as_it_was(tmp_path, monkeypatch, quick_report):
     exp = load_experiment(make_baseline(tmp_path / "baseline"))
     index = report.write_report(exp)
@@ -301,8 +320,8 @@ def test_a_full_disk_leaves_the_previous_report_as_it_was(tmp_path, monkeypatch,
         report.write_report(exp)
     assert str(caught.value) == (f"report: the report could not be written to {folder} (No space left on device); "
                                  f"the folder is left as it was; free space or choose another --output")
-    assert folder_bytes(folder) == before and sorted(p.name for p in folder.iterdir()) == ["figures", "index.html",
-                                                                                           "tables"]
+    assert folder_bytes(folder) == before and sorted(p.name for p in folder.iterdir()) == [
+        report.MANIFEST, "figures", "index.html", "tables"]
 
 
 def test_a_full_disk_under_a_new_output_leaves_no_folder(tmp_path, capsys, monkeypatch, quick_report):
@@ -344,5 +363,6 @@ def test_a_new_report_replaces_the_old_one_whole(tmp_path, quick_report):
     after = folder_bytes(folder)
     assert "figures/shot_groups.png" not in after and after["figures/learning_curves.png"] == b"\x89PNG first"
     assert after["notes.md"] == b"the user's own file"
-    assert sorted(p.name for p in folder.iterdir()) == ["figures", "index.html", "notes.md", "tables"]
+    assert sorted(p.name for p in folder.iterdir()) == [report.MANIFEST, "figures", "index.html", "notes.md",
+                                                        "tables"]
     assert after["index.html"].endswith(b"figures 1</html>")
