@@ -324,9 +324,12 @@ def main(argv=None) -> None:
             refuse("--from-csv", "no such file", str(args.from_csv))
         report(pd.read_csv(args.from_csv), args.figure)
         return
+    from balpoe.data import load_raw
+    from balpoe.datasets import DataError
     try:
         first = recipe(args, sample_points(args.configs)[0], args.seeds[0])
-    except ConfigError as err:
+        load_raw(first)  # a missing data set is named here, not in every worker
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2)
     if args.train_per_class is not None and args.train_per_class * first.imb_factor < 1:

@@ -54,3 +54,13 @@ def progress_text(p: dict) -> str:
     """`Experiment.progress()` in words."""
     return (f"{p['finished']} finished, {p['asha_stopped']} stopped early by ASHA, {p['unfinished']} unfinished, "
             f"{p['not_started']} not started, {p['errored']} errored")
+
+
+def compute_text(exp: Experiment) -> str:
+    """What the study trained, in epochs, against the same trials without ASHA ("" without ASHA)."""
+    if not exp.settings.get("asha") or exp.trials.empty:
+        return ""
+    spent = exp.compute()
+    cooled = f" + {spent['cooldown_epochs']:.0f} in cool-downs" if spent["cooldown_epochs"] else ""
+    return (f"trained {spent['trunk_epochs']:.0f} epochs{cooled}: {spent['fraction']:.0%} of the "
+            f"{spent['without_asha_epochs']:.0f} these trials would train without ASHA")

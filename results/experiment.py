@@ -2,7 +2,9 @@
 
     exp = load_experiment("runs/search-alpha_tau")   # while the study runs, after a crash, without Ray
     exp.trials            # one row per trial (status, config, final/best validation, test, provenance)
-    exp.epochs            # one row per trial and epoch
+    exp.epochs            # one row per trial and epoch (the trunk's curve)
+    exp.rungs             # one row per trial and ASHA rung: the scores ASHA decided by (cooled or trunk)
+    exp.compute()         # epochs trained (trunk + cool-downs), and as a fraction of the study without ASHA
     exp.summary()         # configs aggregated over seeds: mean, std, n
     exp.asha_fidelity()   # per rung: rank correlation of the rung metric with the final metric
     exp.progress()        # trials by status and whether the study is complete
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from balpoe.cooldown import cooldown_epochs
+
 from . import stats
 from .in_epoch import epoch_pace, is_current, silence_limit, trial_eta
 from .optuna_db import (StorageError, driver_message, folder_storage_url, journal_path, open_storage, shown_url,
@@ -28,7 +32,7 @@ from .reader import (OPTUNA_FILE, DamagedFile, ExperimentError, TrialFiles,
                      check_experiment_folder, present, read_asha_stopped, read_progress, read_settings,
                      read_trial, trial_folders)
 from .storage import Location, StorePath, location
-from .tables import STATUSES, epochs_table, trials_table
+from .tables import STATUSES, epochs_table, rungs_table, trials_table
 
 RUNNING_COLUMNS = ["trial_id", "state", "epoch", "epochs", "position", "phase", "batches_done", "batches_total",
                    "images_per_s", "seconds_per_epoch", "eta_s", "silent_s", "last_report_s_ago"]
@@ -40,6 +44,7 @@ class Experiment:
     settings: dict                     # study.json ({} for a plain Tune experiment)
     trials: pd.DataFrame
     epochs: pd.DataFrame
+    rungs: pd.DataFrame
     skipped_lines: int = 0             # half-written report lines that were left out
     damaged: list[str] = field(default_factory=list)  # "<file>: <why>" for the experiment's own records
     _optuna: pd.DataFrame | None = field(default=None, repr=False)
@@ -122,7 +127,19 @@ class Experiment:
     def asha_fidelity(self, rungs: list[int] | None = None) -> pd.DataFrame:
         if rungs is None:
             rungs = stats.default_rungs(self.settings, self.stop_epoch)
-        return stats.asha_fidelity(self.trials, self.epochs, self.metric, rungs)
+        return stats.asha_fidelity(self.trials, self.epochs, self.metric, rungs, self.rungs)
+
+    @property
+    def cooldowns(self) -> dict[int, int]:
+        """Cool-down epochs at each cool-down rung of the study ({} with trunk rungs or without ASHA)."""
+        settings = self.settings
+        if settings.get("fidelity") != "cooldown" or not settings.get("asha"):
+            return {}
+        step1, fraction = settings.get("base", {}).get("step1"), settings.get("cooldown_fraction")
+        return {r: cooldown_epochs(r, fraction) for r in stats.default_rungs(settings, self.stop_epoch) if r < step1}
+
+    def compute(self) -> dict:
+        return stats.compute_spent(self.trials, self.rungs, self.stop_epoch)
 
     def pareto(self) -> pd.Series:
         """Finished trials no other finished trial beats on every objective (multi-objective searches)."""
@@ -172,7 +189,8 @@ class Experiment:
                          "images_per_s": position.images_per_s if current and position.images_per_s is not None
                          else math.nan,
                          "seconds_per_epoch": per_epoch,
-                         "eta_s": trial_eta(position, epochs_run, planned, measured, now),
+                         "eta_s": trial_eta(position, epochs_run, planned, measured, now,
+                                            sum(e for r, e in self.cooldowns.items() if r > epochs_run)),
                          "silent_s": max(0.0, silent) if not math.isnan(silent) else math.nan,
                          "last_report_s_ago": ago})
         return pd.DataFrame(rows, columns=RUNNING_COLUMNS)
@@ -223,8 +241,10 @@ def load_experiment(path: str | Location) -> Experiment:
         asha_stopped = set()
         damaged.append(f"{err}; trials ASHA stopped show as unfinished")
     trials = trials_table(files, settings, asha_stopped)
+    stop_epoch = settings.get("max_t") or settings.get("base", {}).get("epochs")
+    asha_rungs = stats.default_rungs(settings, stop_epoch) if settings.get("asha") else []
     experiment = Experiment(path=folder.resolve(), settings=settings, trials=trials, epochs=epochs_table(files),
-                            skipped_lines=sum(f.skipped_lines for f in files), damaged=damaged)
+                            rungs=rungs_table(files, asha_rungs), skipped_lines=sum(f.skipped_lines for f in files), damaged=damaged)
     return experiment
 
 

@@ -59,8 +59,10 @@ def _finish(axis, xlabel: str, ylabel: str, title: str, legend: bool = True) -> 
 
 
 def learning_curves(exp) -> plt.Figure:
-    """Validation balanced accuracy and NLL per epoch, one line per trial; ASHA stops marked ×."""
+    """Validation balanced accuracy and NLL per epoch, one line per trial; ASHA stops marked ×, and the
+    cooled scores of cool-down rungs as rings beside the trunk's curve."""
     epochs = exp.epochs
+    cooled_rungs = exp.rungs[exp.rungs["fidelity"] == "cooldown"]
     if epochs.empty:
         raise NotApplicable("no trial has reported an epoch yet")
     status = exp.trials.set_index("trial_id")["status"]
@@ -76,8 +78,12 @@ def learning_curves(exp) -> plt.Figure:
             if status.get(trial_id) == "asha_stopped":
                 last = history.iloc[-1]
                 axis.plot(last["epoch"], last[metric] * scale, "x", color=line.get_color(), ms=8, mew=2)
+            cooled = cooled_rungs[cooled_rungs["trial_id"] == trial_id] if metric in cooled_rungs else ()
+            if len(cooled):  # where a short cool-down took the trunk: the score its rung was judged by
+                axis.plot(cooled["epoch"], cooled[metric] * scale, "o", mfc="none", color=line.get_color(), ms=6)
         _finish(axis, "epoch", label, "", legend=False)
-    axes[0].set_title("learning curves (× = stopped by ASHA)")
+    axes[0].set_title("learning curves (× = stopped by ASHA, ○ = cool-down rung)" if len(cooled_rungs)
+                      else "learning curves (× = stopped by ASHA)")
     labelled = [axis for axis in axes if axis.get_legend_handles_labels()[0]]  # a metric may be missing
     if not many and labelled:
         labelled[-1].legend(fontsize="small", title="trial")

@@ -92,7 +92,7 @@ def experiment_context(exp: Experiment, tables: dict, figure_srcs: dict, skipped
     """What experiment.html shows of an experiment: trials, figures, seed statistics, baseline and
     paper comparisons, ASHA fidelity, Optuna's record, provenance. `trials_table` replaces the default
     view of the trials (the live page's sortable one)."""
-    from .console import default_columns
+    from .console import compute_text, default_columns
 
     def view(name: str, max_rows: int | None = None) -> TableView | None:
         return table_view(tables[name], max_rows) if name in tables else None
@@ -117,6 +117,7 @@ def experiment_context(exp: Experiment, tables: dict, figure_srcs: dict, skipped
         "paper_comparison": view("paper_comparison"),
         "paper_reason": "" if "paper_comparison" in tables else is_canonical(exp.trials)[1],
         "asha_fidelity": view("asha_fidelity"),
+        "compute": compute_text(exp),
         "fidelity_warnings": [v for v in fidelity["verdict"] if not v.startswith("good")] if fidelity is not None
         else [],
         "optuna_trials": view("optuna_trials", 25),

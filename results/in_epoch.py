@@ -9,7 +9,8 @@ seconds and at each phase change, e.g.
      "images_per_s": 412.0, "batches_per_s": 3.2, "train_batches": 85, "train_batches_per_s": 3.2,
      "epoch_started": 1764150000.0, "time": 1764150014.2, "interval_s": 2.0}
 
-`epoch` is the epoch under way (from 1; the trial has reported `epoch - 1`), or in `stage` "final" (the
+`epoch` is the epoch under way (from 1; the trial has reported `epoch - 1`); in `stage` "cooldown" the
+epoch just trained, whose cool-down rung is being scored before it is reported; in `stage` "final" (the
 end-of-training evaluation) the last one. `phase` is "train" or the split being predicted (val, test,
 test_full); `done`/`total` count its batches. Rates are measured since the phase's first batch ended
 (null until a second one has); `train_batches*` keep the epoch's training phase through its
@@ -48,7 +49,7 @@ class InEpochProgress(BaseModel):
 
     epoch: int = Field(ge=1, le=MAX_COUNT)
     epochs: int | None = Field(default=None, ge=1, le=MAX_COUNT)
-    stage: Literal["epoch", "final"]
+    stage: Literal["epoch", "cooldown", "final"]
     phase: str = Field(min_length=1, max_length=40)
     done: int = Field(ge=0, le=MAX_COUNT)
     total: int = Field(ge=1, le=MAX_COUNT)
@@ -74,11 +75,15 @@ class InEpochProgress(BaseModel):
         except ValidationError:
             return None
 
+    @property
+    def phase_text(self) -> str:
+        """`train`, `cool-down train` at a rung's cool-down, `final test_full` in the end-of-training evaluation."""
+        return {"final": f"final {self.phase}", "cooldown": f"cool-down {self.phase}"}.get(self.stage, self.phase)
+
     def describe(self) -> str:
-        """`epoch 4/200  train 45/85 batches` (`final test_full 3/20 batches` at the end)."""
+        """`epoch 4/200  train 45/85 batches` (`cool-down train 3/85` at a rung, `final test_full 3/20` at the end)."""
         epoch = f"epoch {self.epoch}/{self.epochs}" if self.epochs else f"epoch {self.epoch}"
-        phase = f"final {self.phase}" if self.stage == "final" else self.phase
-        return f"{epoch}  {phase} {self.done}/{self.total} batches"
+        return f"{epoch}  {self.phase_text} {self.done}/{self.total} batches"
 
 
 def silence_limit(position: InEpochProgress) -> float:
@@ -115,10 +120,10 @@ def seconds_into_epoch(position: InEpochProgress | None, epochs_run: int, now: f
 
 
 def trial_eta(position: InEpochProgress | None, epochs_run: int, stop_epoch: float, seconds_per_epoch: float,
-              now: float) -> float:
-    """Seconds until the trial has trained to `stop_epoch`: the epochs left × seconds per epoch − the time
-    already spent in the one under way (never below the epochs after it), so it counts down between
-    reports. In the end-of-training evaluation, the time left of the split being predicted. NaN when
+              now: float, cooldown_ahead: float = 0.0) -> float:
+    """Seconds until the trial has trained to `stop_epoch`: the epochs left (and the `cooldown_ahead`
+    epochs of its cool-down rungs still to come) × seconds per epoch − the time already spent in the one
+    under way (never below the epochs after it), so it counts down between reports. In the end-of-training evaluation, the time left of the split being predicted. NaN when
     no pace is known yet; at most MAX_ETA_S (a pace read from a report may be absurd)."""
     if is_current(position, epochs_run) and position.stage == "final":
         if position.batches_per_s is None:
@@ -129,6 +134,7 @@ def trial_eta(position: InEpochProgress | None, epochs_run: int, stop_epoch: flo
         return 0.0 if remaining <= 0 else math.nan
     pace = epoch_pace(position if is_current(position, epochs_run) else None, seconds_per_epoch)
     into = seconds_into_epoch(position, epochs_run, now)
+    remaining += cooldown_ahead
     return capped(max((remaining - 1) * pace, remaining * pace - into))
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from balpoe.config import UINT32_MAX, Config, ConfigError, config_error
+from balpoe.cooldown import in_trunk
 from search_spaces import SpaceError, get_space, resolve_ranges
 
 from .optuna_db import hide_password, storage_url_problem
@@ -28,6 +29,7 @@ OBJECTIVE_METRICS = ("val_balanced_acc", "val_acc", "val_many_acc", "val_medium_
                      "val_nll", "val_ece", "val_mce", "train_loss", "train_acc")
 # the direction in which each kind of metric improves, by its last word (val_balanced_acc: acc)
 MODES = {"acc": "max", "loss": "min", "nll": "min", "brier": "min", "ece": "min", "mce": "min"}
+RUNG_PREFIX = "rung_"  # with cool-down rungs, what ASHA decides on: rung_val_balanced_acc
 
 
 def known_mode(metric: str) -> str | None:
@@ -57,6 +59,8 @@ class StudySettings(BaseModel):
     asha: bool = True
     grace_period: int | None = None                    # first ASHA rung (resolved: default_grace_period)
     reduction_factor: int = 2
+    fidelity: Literal["trunk", "cooldown"] = "trunk"  # what ASHA ranks at a rung in the LR trunk
+    cooldown_fraction: float | None = None             # cool-down epochs per rung epoch (resolved)
     max_t: int                                         # the epoch every trial stops at (resolved)
     startup_trials: int | None = None                  # TPE's random start-up trials (searches; resolved)
     cpus_per_trial: float | None = None                # None until the cluster's size is known
@@ -108,6 +112,21 @@ class StudySettings(BaseModel):
     def mode(self) -> str:
         return self.objectives[0][1]
 
+    @property
+    def asha_metric(self) -> str:
+        """The key ASHA decides on: with cool-down rungs, the cooled score at a cool-down rung and the
+        trunk's elsewhere (`rung_METRIC`, reported by every epoch); else the objective itself."""
+        return RUNG_PREFIX + self.metric if self.fidelity == "cooldown" else self.metric
+
+    @property
+    def cooldown_rungs(self) -> tuple[int, ...]:
+        """The ASHA rungs that are scored by a cool-down: those in the LR trunk, with cool-down fidelity."""
+        if not self.asha or self.fidelity != "cooldown":
+            return ()
+        from .stats import asha_rungs
+        return tuple(r for r in asha_rungs(self.grace_period, self.reduction_factor, self.max_t)
+                     if in_trunk(r, self.base))
+
     def with_changes(self, **changes: Any) -> "StudySettings":
         """A new, checked settings object with `changes` (the recipe object is reused, not rebuilt)."""
         return StudySettings(**{**dict(self), **changes})
@@ -158,6 +177,7 @@ class StudySettings(BaseModel):
                              f"choose 1…{self.max_t} or --no-asha")
         if self.reduction_factor < 2:
             raise StudyError(f"--reduction-factor: must be >= 2 (got {self.reduction_factor})")
+        self._check_fidelity()
         gpus = self.gpus_per_trial
         if gpus is not None and not (math.isfinite(gpus) and 0 <= gpus <= 1):
             raise StudyError(f"--gpus-per-trial: a trial trains on one device, so 1, a fraction (0.25 packs 4 "
@@ -171,6 +191,17 @@ class StudySettings(BaseModel):
             if not (math.isfinite(value) and value >= least):
                 raise StudyError(f"{option}: must be >= {least} (got {value})")
         return self
+
+    def _check_fidelity(self) -> None:
+        fraction = self.cooldown_fraction
+        if fraction is not None and not (math.isfinite(fraction) and 0 < fraction <= 1):
+            raise StudyError(f"--cooldown-fraction: cool-down epochs per rung epoch, in (0, 1] (got {fraction})")
+        if self.fidelity == "cooldown" and fraction is None:
+            raise StudyError("--cooldown-fraction: cool-down rungs need their length (got none)")
+        if self.fidelity == "cooldown" and self.asha and not self.cooldown_rungs:
+            raise StudyError(f"--fidelity: cooldown scores the ASHA rungs before the first LR step (epoch "
+                             f"{self.base.step1}), and none lies there (first rung {self.grace_period}); lower "
+                             f"--grace-period or use --fidelity trunk")
 
     def _check_objectives(self) -> None:
         metrics = [metric for metric, _ in self.objectives]
@@ -263,6 +294,12 @@ def default_startup_trials(num_samples: int) -> int:
     """TPE samples at random until this many trials exist. Optuna's 10 would leave a 16-trial search
     almost nothing to model; a fifth of the budget (2…10) keeps some exploration at any size."""
     return max(2, min(10, num_samples // 5))
+
+
+def default_cooldown_grace_period(config: Config, stop_epoch: int) -> int:
+    """With cool-down rungs, the first rung at a tenth of the schedule (20 of 200), the earliest rung
+    that `benchmarks/fidelity.py` scores (docs/studies.md, "Cool-down rungs")."""
+    return max(1, min(config.epochs, stop_epoch) // 10)
 
 
 def default_grace_period(config: Config, stop_epoch: int) -> int:

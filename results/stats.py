@@ -222,21 +222,41 @@ def default_rungs(settings: dict, stop_epoch: int | None) -> list[int]:
     return [r for r in rungs if r < stop_epoch]
 
 
-def asha_fidelity(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, rungs: list[int]) -> pd.DataFrame:
+def asha_fidelity(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, rungs: list[int],
+                  rung_scores: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per rung: Spearman's correlation between the metric at the rung and the final metric, over the
-    trials that reached the end (with ASHA, the rung's survivors), with a plain-words verdict."""
+    trials that reached the end (with ASHA, the rung's survivors) — the trunk's score (`spearman`) and,
+    where `rung_scores` (the rungs table) holds cool-downs, the cooled one (`cooled_spearman`) — with a
+    plain-words verdict on the score ASHA decided by."""
     finished = trials.loc[trials["status"] == "finished", "trial_id"]
+    final_by_trial = trials.set_index("trial_id")[metric] if metric in trials else pd.Series(dtype=float)
+    cooled = rung_scores[rung_scores["fidelity"] == "cooldown"] if rung_scores is not None and len(rung_scores) \
+        else pd.DataFrame(columns=["trial_id", "epoch", metric])
+
+    def rho_at(scores: pd.DataFrame, rung: int) -> tuple[float, int]:
+        scores = scores[scores["trial_id"].isin(finished)] if len(scores) else scores
+        at_rung = scores[scores["epoch"] == rung].set_index("trial_id")[metric] if metric in scores else pd.Series()
+        pairs = pd.DataFrame({"rung": at_rung, "final": final_by_trial.reindex(at_rung.index)}).dropna()
+        return (spearman(pairs["rung"], pairs["final"]) if len(pairs) >= 3 else math.nan), len(pairs)
+
     rows = []
     for rung in rungs:
-        history = epochs[epochs["trial_id"].isin(finished)] if len(epochs) else epochs
-        at_rung = history[history["epoch"] == rung].set_index("trial_id")[metric] if metric in history else pd.Series()
-        final = trials.set_index("trial_id").loc[list(at_rung.index), metric] if len(at_rung) else pd.Series()
-        pairs = pd.DataFrame({"rung": at_rung, "final": final}).dropna()
-        n = len(pairs)
-        rho = spearman(pairs["rung"], pairs["final"]) if n >= 3 else math.nan
+        rho, n = rho_at(epochs, rung)
+        cooled_rho, cooled_n = rho_at(cooled, rung)
+        decided_by = (cooled_rho, cooled_n) if cooled_n else (rho, n)
         rows.append({"rung_epoch": rung, "metric": metric, "trials": n, "spearman": rho,
-                     "verdict": fidelity_verdict(rho, n, rung)})
-    return pd.DataFrame(rows, columns=["rung_epoch", "metric", "trials", "spearman", "verdict"])
+                     "cooled_spearman": cooled_rho, "verdict": fidelity_verdict(*decided_by, rung)})
+    return pd.DataFrame(rows, columns=["rung_epoch", "metric", "trials", "spearman", "cooled_spearman", "verdict"])
+
+
+def compute_spent(trials: pd.DataFrame, rung_scores: pd.DataFrame, stop_epoch: int | None) -> dict:
+    """What a study trained, in epochs: every trial's trunk, the cool-downs of its rungs, their sum, and
+    that sum as a fraction of the same trials each run to the stop epoch (the study without ASHA)."""
+    trunk = float(pd.to_numeric(trials["epochs_run"], errors="coerce").fillna(0).sum()) if len(trials) else 0.0
+    cooldown = float(rung_scores["cooldown_epochs"].fillna(0).sum()) if len(rung_scores) else 0.0
+    full = float(len(trials) * stop_epoch) if stop_epoch else math.nan
+    return {"trunk_epochs": trunk, "cooldown_epochs": cooldown, "trained_epochs": trunk + cooldown,
+            "without_asha_epochs": full, "fraction": (trunk + cooldown) / full if full else math.nan}
 
 
 def fidelity_verdict(rho: float, n: int, rung: int) -> str:

@@ -1,4 +1,5 @@
-"""Trial files → the two tidy tables: `trials` (one row per trial) and `epochs` (per trial and epoch).
+"""Trial files → the tidy tables: `trials` (one row per trial), `epochs` (per trial and epoch: the trunk's
+curve) and `rungs` (per trial and ASHA rung: the score ASHA decided on, cooled or the trunk's).
 
 Column names are plain (`mixup_alpha`, `val_balanced_acc`, `test_full_ece`), never Ray's
 `config/...`: the tables are what users, reports and the dashboard read.
@@ -11,9 +12,11 @@ import numpy as np
 import pandas as pd
 
 from balpoe.config import FIELD_NAMES, ConfigError, format_tau_list
+from balpoe.cooldown import COOLED_PREFIX
 
 from .context import CONTEXT_KEYS
 from .reader import PARAMS_FILE, TrialFiles, is_count
+from .settings import RUNG_PREFIX
 
 STATUSES = ("finished", "asha_stopped", "unfinished", "errored")
 # config values every trials table shows, varying or not: they say what was trained
@@ -28,13 +31,15 @@ NOT_EPOCH_METRICS = {"config", "date", "pid", "hostname", "node_ip", "checkpoint
                      "done", "trial_id", "experiment_tag", "training_iteration", "time_since_restore",
                      "iterations_since_restore", "best_epoch", *CONTEXT_KEYS}
 END_OF_TRAINING_PREFIXES = ("test_", "shift_")
+COOLDOWN_KEYS = ("cooldown_epochs", "cooldown_seconds")
+RUNG_COLUMNS = ["trial_id", "epoch", "fidelity", "cooldown_epochs", "cooldown_seconds"]
 PROVENANCE = ("toolkit", "commit", "python", "torch", "ray", "optuna")
 # what the tables' columns hold, whatever a damaged report row says: metrics are numbers (anything else is
 # NaN, so statistics, sorting and Parquet work), words are text
 NUMERIC_PREFIXES = ("val_", "test_", "shift_", "train_", "best_", "time_")
-NUMERIC_COLUMNS = {"epoch", "epochs_run", "stop_epoch", "epochs", "imb_factor", "num_experts", "mixup_alpha", "seed",
+NUMERIC_COLUMNS = {"epoch", "epochs_run", "cooldown_epochs", "cooldown_seconds", "trained_epochs", "stop_epoch", "epochs", "imb_factor", "num_experts", "mixup_alpha", "seed",
                    "tau_spread", "wall_time_s", "peak_memory_mb", "failures", "timestamp", "lr"}
-TEXT_COLUMNS = {"trial_id", "dataset", "tau_list", "device", "gpu_ids", "host", "node_ip", "node_id", "error",
+TEXT_COLUMNS = {"trial_id", "fidelity", "dataset", "tau_list", "device", "gpu_ids", "host", "node_ip", "node_id", "error",
                 "notes", "folder", *PROVENANCE}
 # key config values taken from the last report when the trial's config is unreadable, by the type they must have
 WHOLE_KEYS = {"epochs": 1, "num_experts": 1, "seed": 0}  # the smallest value each may take
@@ -144,13 +149,40 @@ def epochs_table(all_files: list[TrialFiles]) -> pd.DataFrame:
         for report in files.rows:
             row = {"trial_id": files.trial_id}
             row.update({k: v for k, v in report.items()
-                        if k not in NOT_EPOCH_METRICS and not k.startswith("test_")})
+                        if k not in NOT_EPOCH_METRICS and not k.startswith("test_") and not is_rung_key(k)})
             rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["trial_id", "epoch"])
     table = tidy_columns(pd.DataFrame(rows))
     first = ["trial_id", "epoch"]
     return table[first + [c for c in table.columns if c not in first]]
+
+
+def is_rung_key(key: str) -> bool:
+    """A cool-down rung's report key: its own table's, never the trunk curve's."""
+    return key.startswith((COOLED_PREFIX, RUNG_PREFIX)) or key in COOLDOWN_KEYS
+
+
+def rungs_table(all_files: list[TrialFiles], rung_epochs: list[int]) -> pd.DataFrame:
+    """Per trial and ASHA rung it reached: the validation metrics the rung was scored by — a cool-down's
+    (fidelity `cooldown`, its epochs and seconds) where the report holds one, else the trunk's."""
+    rows = []
+    for files in all_files:
+        for report in files.rows:
+            if report.get("epoch") not in rung_epochs:
+                continue
+            cooled = _is_number(report.get("cooldown_epochs"))
+            row = {"trial_id": files.trial_id, "epoch": report["epoch"], "fidelity": "cooldown" if cooled else "trunk",
+                   "cooldown_epochs": report["cooldown_epochs"] if cooled else 0,
+                   "cooldown_seconds": report.get("cooldown_seconds") if cooled else 0.0}
+            prefix = COOLED_PREFIX if cooled else ""
+            row.update({k.removeprefix(prefix): v for k, v in report.items()
+                        if k.startswith(prefix + "val_")})
+            rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=RUNG_COLUMNS)
+    table = tidy_columns(pd.DataFrame(rows).drop_duplicates(["trial_id", "epoch"], keep="last"))
+    return table[RUNG_COLUMNS + [c for c in table.columns if c not in RUNG_COLUMNS]].reset_index(drop=True)
 
 
 def tidy_columns(table: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from balpoe.cli import check_output_folder
 from balpoe.datasets import DataError
 from balpoe.export import check_export_folder, export_logits
 from results import ExperimentError, load_experiment
-from results.console import progress_text, trials_text
+from results.console import compute_text, progress_text, trials_text
 from results.reader import TRAINER_STATE_FILE, present
 from results.storage import Location, local_outputs
 from results.report import ReportError, write_report
@@ -42,6 +42,8 @@ def show(args: argparse.Namespace) -> int:
     except KeyError as err:
         raise StudyError(err.args[0]) from None
     print(f"\n{exp.kind} '{exp.name}': {progress_text(exp.progress())}")
+    if compute_text(exp):
+        print(compute_text(exp))
     print(f"experiment: {exp.path}")
     return 0
 

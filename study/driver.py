@@ -16,7 +16,7 @@ import sys
 import ray
 
 from results import load_experiment
-from results.console import progress_text, trials_text
+from results.console import compute_text, progress_text, trials_text
 from results.optuna_db import hide_password
 from results.storage import location
 
@@ -77,6 +77,8 @@ def summarise(settings: StudySettings, exp=None) -> int:
         print()
         print(trials_text(exp))
     print(f"\n{progress_text(progress)}")
+    if compute_text(exp):
+        print(compute_text(exp))
     name, storage = shlex.quote(settings.name), shlex.quote(settings.storage_path)
     optuna_record = hide_password(settings.optuna_storage) if settings.optuna_storage else "optuna.db"
     print(f"results: {settings.experiment_dir}  (study.json, trial folders"

@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", "-s", dest="seed", type=parse_int, default=1, help="training seed of every trial")
     search.add_argument("--grace-period", type=parse_int, help="first ASHA rung in epochs (default: just after the "
                         "first LR step, 165 of 200)")
+    search.add_argument("--fidelity", choices=["trunk", "cooldown"], default="trunk",
+                        help="what ASHA ranks at a rung before the first LR step: the trunk's score as it is "
+                        "(trunk), or the score after a short cool-down forked from the trial's state (cooldown; "
+                        "the first rung then defaults to a tenth of the schedule)")
+    search.add_argument("--cooldown-fraction", type=parse_float, help="cool-down epochs per rung epoch "
+                        "(default: the recipe's own, (epochs - step1) / step1 = 0.25)")
     search.add_argument("--reduction-factor", type=parse_int, default=2, help="ASHA keeps 1/N at each rung")
     search.add_argument("--max-t", type=parse_int, help="stop every trial at this epoch of the recipe's schedule, "
                         "with its end-of-training test evaluation; ASHA's last rung (default: the last epoch)")

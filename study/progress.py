@@ -22,6 +22,7 @@ from collections import deque
 
 from ray.tune import Callback
 
+from balpoe.cooldown import cooldown_epochs
 from balpoe.progress import format_duration
 from results.in_epoch import (InEpochProgress, capped, epoch_fraction_done, epoch_pace, format_eta, format_silence,
                               is_current, silence_limit, trial_eta)
@@ -40,6 +41,7 @@ class CompactProgress(Callback):
         self.planned, self.expected = settings.stop_epoch, settings.expected_trials
         self.rungs = [r for r in asha_rungs(settings.grace_period, settings.reduction_factor, settings.stop_epoch)
                       if r < self.planned] if settings.asha else []
+        self.cooldowns = {r: cooldown_epochs(r, settings.cooldown_fraction) for r in settings.cooldown_rungs}
         self.reduction, self.max_failures = settings.reduction_factor, settings.max_failures
         self.interval, self.stream = interval, stream
         self.trials: dict[str, dict] = {}
@@ -51,10 +53,10 @@ class CompactProgress(Callback):
 
     def expected_remaining(self, epoch: int) -> float:
         """Epochs a trial at `epoch` is still expected to run: to the next rung surely, past each
-        further rung with probability 1 / reduction factor."""
+        further rung with probability 1 / reduction factor; a cool-down rung adds its cool-down."""
         remaining, survive, start = 0.0, 1.0, epoch
         for boundary in [r for r in self.rungs if r > epoch] + [self.planned]:
-            remaining += survive * (boundary - start)
+            remaining += survive * (boundary - start + self.cooldowns.get(boundary, 0))
             survive /= self.reduction
             start = boundary
         return remaining
@@ -62,7 +64,7 @@ class CompactProgress(Callback):
     def __setstate__(self, state: dict) -> None:
         """Tune pickles callbacks with the experiment; a restored study starts its own clock (and one
         pickled before the ETA knew ASHA's rungs estimates without them)."""
-        self.__dict__.update({"rungs": [], "reduction": 2, **state})
+        self.__dict__.update({"rungs": [], "reduction": 2, "cooldowns": {}, **state})
         self._start_clock()
 
     def _print(self, text: str) -> None:
@@ -153,8 +155,7 @@ class CompactProgress(Callback):
         best_value = f"{state['best']:.4f}" if state["best"] is not None else "-"
         parts = [f"epoch {min(reported + 1, self.planned):>4}/{self.planned}"]
         if is_current(position, reported):
-            phase = f"final {position.phase}" if position.stage == "final" else position.phase
-            parts.append(f"{phase} {position.done}/{position.total} batches")
+            parts.append(f"{position.phase_text} {position.done}/{position.total} batches")
             if position.images_per_s is not None:
                 parts.append(f"{position.images_per_s:.0f} img/s")
         silent = now - max(position.time, state["heard_at"]) if position is not None else 0.0
@@ -163,7 +164,8 @@ class CompactProgress(Callback):
         else:
             measured = state["seconds"] or self.epoch_seconds
             eta = trial_eta(position, reported, self.planned,
-                            statistics.median(measured) if measured else math.nan, now)
+                            statistics.median(measured) if measured else math.nan, now,
+                            cooldown_ahead=sum(e for r, e in self.cooldowns.items() if r > reported))
             if not math.isnan(eta):
                 parts.append(f"eta {format_eta(eta)}")
         parts.append(f"{self.metric} best {best_value}")

@@ -93,3 +93,19 @@ def move_trial(trial, location: ExperimentLocation) -> None:
     storage.storage_fs_path = location.storage_path
     storage.experiment_dir_name = location.folder_name
     trial.set_storage(storage)
+
+
+def asha_rung_records(scheduler) -> list[tuple[float, dict]]:
+    """ASHA's rungs, `(milestone epoch, {trial_id: score × the mode's sign})`, of its one bracket.
+
+    Tune pickles a scheduler as it was when the study started and restores none of its state, so a
+    resumed search would rank its remaining trials against empty rungs; `RecordingASHA` refills these
+    from what the trials reported. `AsyncHyperBandScheduler._brackets[0]._rungs` hold them."""
+    [bracket] = scheduler._brackets
+    return bracket._rungs
+
+
+def asha_metric(scheduler) -> tuple[str, float]:
+    """The metric ASHA decides on (its own, or the study's that Tune passed it) and the sign it gives a
+    score before recording it (`_metric`, `_metric_op`)."""
+    return scheduler._metric, scheduler._metric_op

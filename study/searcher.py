@@ -40,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from results.optuna_db import (StorageError, close_storage, driver_message, folder_storage_url, open_storage,
                                optuna_db_problem, shown_url, storage_at, storage_fault_text)
 from results.reader import EXPERIMENT_STATE_GLOB, OPTUNA_FILE, read_settings
+from results.settings import RUNG_PREFIX
 from results.storage import Location, StorePath, location
 
 from .settings import StudyError
@@ -313,14 +314,15 @@ class OptunaSearcher(Searcher):
         return self.study
 
     def report(self, trial_id: str, result: dict) -> None:
-        """The epoch's value as the Optuna trial's intermediate value at step `epoch` (once per step: a
-        resumed trial repeats the epoch it was restored at)."""
+        """The epoch's value as the Optuna trial's intermediate value at step `epoch` — the one ASHA decides
+        on, cooled at a cool-down rung — once per step (a resumed trial repeats the epoch it was restored at)."""
         trial = self.running_trial(trial_id)
-        if trial is None or self.metric not in result:
+        value = result.get(RUNG_PREFIX + self.metric, result.get(self.metric))  # cooled at a cool-down rung
+        if trial is None or value is None:
             return
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The reported value is ignored because")
-            trial.report(float(result[self.metric]), int(result.get("epoch", result.get("training_iteration"))))
+            trial.report(float(value), int(result.get("epoch", result.get("training_iteration"))))
         self.changed()
 
     def running_trial(self, trial_id: str) -> optuna.Trial | None:

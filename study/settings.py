@@ -14,11 +14,12 @@ from pathlib import Path
 
 from balpoe.cli import recipe_overrides
 from balpoe.config import Config, load_file, path_problem
+from balpoe.cooldown import default_fraction
 from balpoe.files import writable_folder_problem
 from balpoe.provenance import provenance
 from results.optuna_db import resolved_storage_url, shown_url
-from results.settings import (SETTINGS_FILE, StudyError, StudySettings, default_grace_period,
-                              default_startup_trials)
+from results.settings import (SETTINGS_FILE, StudyError, StudySettings, default_cooldown_grace_period,
+                              default_grace_period, default_startup_trials)
 from results.storage import Location, StorePath, is_uri, location
 from search_spaces import get_space, resolve_ranges
 
@@ -101,6 +102,12 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
             startup_trials=args.startup_trials if args.startup_trials is not None
             else default_startup_trials(args.num_samples),
             optuna_storage=None if args.optuna_storage is None else resolved_storage_url(args.optuna_storage))
+        if args.fidelity == "cooldown":
+            values.update(fidelity="cooldown", grace_period=default_cooldown_grace_period(config, max(1, max_t)),
+                          cooldown_fraction=args.cooldown_fraction if args.cooldown_fraction is not None
+                          else default_fraction(config))
+        elif args.cooldown_fraction is not None:
+            raise StudyError("--cooldown-fraction: sets the length of cool-down rungs; add --fidelity cooldown")
         if args.grace_period is not None:
             values["grace_period"] = args.grace_period
     settings = StudySettings(**values)

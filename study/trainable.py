@@ -3,7 +3,8 @@
 Trial config keys: `base` (a balpoe config dict, already validated by the driver), optional `space`
 (a search-space name) with that space's sampled parameters, optional `seed`, `checkpoint_every`,
 `threads`, `stop_epoch` (`--max-t`: end there, on the recipe's schedule, with the end-of-training
-evaluation). Reporting and checkpoints use only the `ray.tune` API: inside Tune function
+evaluation), optional `cooldown` (`{"rungs": [...], "fraction": f, "metric": m}`: the epochs whose report
+carries a cool-down's `cooled_*` metrics, and `rung_m`, the value ASHA decides on, in every report). Reporting and checkpoints use only the `ray.tune` API: inside Tune function
 trainables `ray.train.report`/`get_checkpoint` raise. Each report says where the trial ran (device, GPU
 ids, Ray node id; Tune adds the host name). Between reports (one per epoch: ASHA decides on epochs) the
 trial keeps its position inside the epoch in `progress.json` in its folder (`trial_progress.py`).
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import resource
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -20,9 +22,11 @@ import torch
 from ray import tune
 
 from balpoe.checkpoint import load_checkpoint, restore, save_checkpoint
+from balpoe.cooldown import COOLED_PREFIX, cooldown_epochs, cooled_metrics
 from balpoe.trainer import Trainer
 from results.context import TrialContext
 from results.reader import TRAINER_STATE_FILE
+from results.settings import RUNG_PREFIX
 from results.storage import on_filesystem
 from search_spaces import resolve_trial_config
 
@@ -46,15 +50,44 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def trial_epochs(trainer: Trainer, stop: int, progress: ProgressFile | None = None, on_epoch_end=None):
+@dataclass(frozen=True)
+class CooldownRungs:
+    """The epochs at which a trial's report is scored by a cool-down (`balpoe.cooldown`), and the
+    objective whose value ASHA decides on (`rung_METRIC`: cooled at these epochs, the trunk's elsewhere)."""
+    epochs: frozenset[int]
+    fraction: float
+    metric: str
+
+    @classmethod
+    def of(cls, trial_config: dict) -> "CooldownRungs | None":
+        given = trial_config.get("cooldown")
+        if not given:
+            return None
+        return cls(frozenset(given["rungs"]), float(given["fraction"]), given["metric"])
+
+    def score(self, trainer: Trainer, metrics: dict, progress: ProgressFile | None, callbacks: list) -> dict:
+        """What the epoch's report adds: the cooled metrics at a rung, and the value ASHA decides on."""
+        if trainer.epoch not in self.epochs:
+            return {RUNG_PREFIX + self.metric: metrics[self.metric]}
+        if progress:
+            progress.begin_cooldown()
+        cooled = cooled_metrics(trainer, cooldown_epochs(trainer.epoch, self.fraction), callbacks)
+        return {**cooled, RUNG_PREFIX + self.metric: cooled[COOLED_PREFIX + self.metric]}
+
+
+def trial_epochs(trainer: Trainer, stop: int, progress: ProgressFile | None = None, on_epoch_end=None,
+                 cooldown: CooldownRungs | None = None):
     """The trainable's loop without Tune: yields `(metrics, last)` for each epoch up to `stop`, the last
-    one with the end-of-training metrics. `progress` (when given) sees every batch of every phase;
-    `on_epoch_end(metrics)` runs after each epoch, before the final metrics."""
+    one with the end-of-training metrics, and at a cool-down rung with the cooled ones. `progress` (when
+    given) sees every batch of every phase; `on_epoch_end(metrics)` runs after each epoch (and its
+    cool-down), before the final metrics."""
     callbacks = [progress] if progress else []
     while trainer.epoch < stop:
         if progress:
             progress.begin_epoch(trainer.epoch + 1, len(trainer.loader))
         metrics = trainer.run_epoch(callbacks)
+        if cooldown:
+            metrics.update(cooldown.score(trainer, metrics, progress, callbacks))
         if on_epoch_end:
             on_epoch_end(metrics)
         last = trainer.epoch >= stop
@@ -85,7 +118,7 @@ def train_balpoe(trial_config: dict, on_epoch_end=None) -> None:
                               node_id=ray.get_runtime_context().get_node_id()).row()
     storage = tune.get_context().get_storage()
     progress = ProgressFile(on_filesystem(storage.storage_filesystem, storage.trial_fs_path), stop)
-    for metrics, last in trial_epochs(trainer, stop, progress, on_epoch_end):
+    for metrics, last in trial_epochs(trainer, stop, progress, on_epoch_end, CooldownRungs.of(trial_config)):
         metrics.update(context, peak_memory_mb=peak_memory_mb(trainer.device))
         if metrics["epoch"] % every == 0 or last:
             with tempfile.TemporaryDirectory() as folder:

@@ -29,7 +29,8 @@ MAX_WRITE_SHARE = 0.005     # of the trial's time spent writing, at most (a slow
 
 class ProgressFile:
     """`on_batch_end(trainer, phase, done, total)` for `Trainer.run_epoch` / `final_metrics`; the loop
-    around them calls `begin_epoch` before each epoch and `begin_final` before the final evaluation."""
+    around them calls `begin_epoch` before each epoch, `begin_cooldown` before a cool-down rung and
+    `begin_final` before the final evaluation."""
 
     def __init__(self, folder: str | Location, epochs: int, interval: float = WRITE_INTERVAL_S,
                  clock=time.monotonic, wall=time.time, max_write_share: float = MAX_WRITE_SHARE):
@@ -54,6 +55,10 @@ class ProgressFile:
         self.phase_start = ("train", now, 0)
         if now >= self.soon:
             self._write(None, "train", 0, train_batches, now)
+
+    def begin_cooldown(self) -> None:
+        """A cool-down rung of the epoch just trained starts: its batches are the cool-down's."""
+        self.stage = "cooldown"
 
     def begin_final(self) -> None:
         """The end-of-training evaluation of the last epoch starts (its first batch writes)."""

@@ -7,12 +7,13 @@ from pathlib import Path
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from results.reader import ASHA_STOPPED_FILE, DamagedFile, read_asha_stopped
+from results.reader import ASHA_STOPPED_FILE, DamagedFile, read_asha_stopped, read_trial, trial_folders
 from results.storage import join, location, write_record
 from search_spaces import get_space, paper_point, tune_domains
 
 from .in_folder import InFolder, InFolderFIFO
 from .progress import CompactProgress
+from .ray_internals import asha_metric, asha_rung_records
 from .searcher import OptunaSearcher
 from .settings import StudySettings
 from .trainable import train_balpoe
@@ -40,6 +41,24 @@ class RecordingASHA(InFolder, ASHAScheduler):
             self.stopped = sorted(read_asha_stopped(self.folder))
         except DamagedFile:  # rewritten whole with the next stop
             self.stopped = []
+        self.refill_rungs()
+
+    def refill_rungs(self) -> None:
+        """ASHA's rung records, rebuilt from what the trials in the folder reported: a resumed search then
+        stops the trials an uninterrupted one would. A trial's rung score is its first report at or past
+        the rung, as ASHA records it; the order of trials does not change what is recorded."""
+        rungs, (metric, sign) = asha_rung_records(self), asha_metric(self)
+        for folder in trial_folders(self.folder):
+            trial_id = folder.name.removeprefix("trial_")
+            for row in read_trial(folder).rows:
+                epoch, score = row.get(self.time_attr), row.get(metric)
+                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (epoch, score)):
+                    continue
+                for milestone, recorded in rungs:  # highest first, walked as ASHA walks them
+                    if epoch < milestone or trial_id in recorded:
+                        continue
+                    recorded[trial_id] = sign * score
+                    break
 
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
@@ -58,6 +77,9 @@ def trainable_with_resources(settings: StudySettings):
 def param_space(settings: StudySettings) -> dict:
     space = {"base": settings.base.to_dict(), "checkpoint_every": settings.checkpoint_every,
              "threads": max(1, int(settings.cpus_per_trial)), "stop_epoch": settings.stop_epoch}
+    if settings.cooldown_rungs:
+        space["cooldown"] = {"rungs": list(settings.cooldown_rungs), "fraction": settings.cooldown_fraction,
+                             "metric": settings.metric}
     if settings.kind == "baseline":
         space["seed"] = tune.grid_search(list(settings.seeds))
     else:
@@ -77,15 +99,15 @@ def searcher(settings: StudySettings) -> OptunaSearcher:
 
 
 def build_tuner(settings: StudySettings, callbacks=None, trainable=None) -> tune.Tuner:
-    multi = len(settings.objectives) > 1
+    own_metric = len(settings.objectives) > 1 or settings.asha_metric != settings.metric  # ASHA's, not Tune's
     scheduler = InFolderFIFO()
     if settings.asha:
         scheduler = RecordingASHA(
             join(settings.experiment_dir, ASHA_STOPPED_FILE), time_attr="epoch",
-            metric=settings.metric if multi else None, mode=settings.mode if multi else None,
+            metric=settings.asha_metric if own_metric else None, mode=settings.mode if own_metric else None,
             max_t=settings.max_t, grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
     tune_config = tune.TuneConfig(
-        metric=None if multi else settings.metric, mode=None if multi else settings.mode,
+        metric=None if own_metric else settings.metric, mode=None if own_metric else settings.mode,
         search_alg=searcher(settings) if settings.kind == "search" else None,
         scheduler=scheduler,
         num_samples=settings.num_samples if settings.kind == "search" else 1,

@@ -74,3 +74,34 @@ def test_a_failed_cool_down_still_puts_the_state_back(cifar10_dir, tmp_path, mon
     with pytest.raises(RuntimeError):
         cooled_metrics(trainer, 1)
     assert trainer.epoch == 1 and trainer.loader.state_dict() == before
+
+
+def test_the_trials_loop_reports_cooled_rungs_and_ends_as_a_trial_without_them(tmp_path):
+    from results.reader import read_progress
+    from study.trainable import CooldownRungs, trial_epochs
+    from study.trial_progress import ProgressFile
+    from test_in_epoch_progress import TIMING as PROGRESS_TIMING, small_trainer
+
+    schedule = dict(epochs=4, step1=3, step2=4)
+    plain_trainer, cooled_trainer = small_trainer(tmp_path, **schedule), small_trainer(tmp_path, **schedule)
+    plain = [row for row, _ in trial_epochs(plain_trainer, 4)]
+    stages = []
+
+    class Stages(ProgressFile):
+        def _write(self, *args):
+            stages.append(self.stage)
+            super()._write(*args)
+    progress = Stages(tmp_path / "trial", epochs=4, interval=0, max_write_share=1.0)
+    rungs = CooldownRungs(frozenset({1, 2}), fraction=0.5, metric="val_balanced_acc")
+    cooled = [row for row, _ in trial_epochs(cooled_trainer, 4, progress, cooldown=rungs)]
+    timing = TIMING | PROGRESS_TIMING | {"cooldown_seconds"}
+    for row, twin in zip(cooled, plain):  # every trunk metric is the same, every epoch and at the end
+        assert {k: v for k, v in twin.items() if k not in timing}.items() <= row.items()
+    assert [row.get("cooldown_epochs") for row in cooled] == [1, 1, None, None]
+    assert [row["rung_val_balanced_acc"] for row in cooled] == [
+        cooled[0]["cooled_val_balanced_acc"], cooled[1]["cooled_val_balanced_acc"],
+        cooled[2]["val_balanced_acc"], cooled[3]["val_balanced_acc"]]
+    assert not any(key.startswith("cooled_test") for row in cooled for key in row)
+    assert "cooldown" in stages and read_progress(tmp_path / "trial").stage == "final"
+    weights = cooled_trainer.model.state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in plain_trainer.model.state_dict().items())

@@ -307,7 +307,7 @@ def test_the_live_page_shows_positions_counting_down_etas_and_stalled_trials(tmp
 # --- the terminal view ---------------------------------------------------------------------------
 def fake_settings(**overrides):
     values = dict(metric="val_balanced_acc", mode="max", stop_epoch=4, expected_trials=2, asha=False,
-                  grace_period=1, reduction_factor=2, max_failures=0)
+                  grace_period=1, reduction_factor=2, cooldown_rungs=(), cooldown_fraction=None, max_failures=0)
     values.update(overrides)
     return SimpleNamespace(**values)
 
@@ -394,3 +394,12 @@ def test_the_progress_cost_benchmark_answers_a_bad_argument_in_one_line():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "progress_cost.py"), "--epochs", "0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr.strip(), done.stdout) == (2, "error: --epochs: must be >= 1 (got 0)", "")
+
+
+def test_a_trial_in_a_cool_down_says_so_and_its_eta_counts_the_cool_downs_ahead():
+    from results.in_epoch import InEpochProgress, trial_eta
+    position = InEpochProgress.parse(json.dumps(record(epoch=3, stage="cooldown", phase="train", done=2, total=9)))
+    assert position.phase_text == "cool-down train" and "cool-down train 2/9" in position.describe()
+    # 2 of 4 epochs reported, 10 s each: 2 epochs and 1 cool-down epoch ahead, none of it begun
+    assert trial_eta(None, 2, 4, 10.0, now=0.0, cooldown_ahead=1) == 30.0
+    assert trial_eta(None, 2, 4, 10.0, now=0.0) == 20.0

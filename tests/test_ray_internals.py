@@ -58,3 +58,19 @@ def test_a_trial_moves_into_another_experiment_folder(tmp_path):
     assert location == (new.storage.storage_filesystem, str(tmp_path), "B")
     ray_internals.move_trial(old, location)
     assert (old.path, old.remote_experiment_path) == (str(tmp_path / "B" / name), str(tmp_path / "B"))
+
+
+def test_asha_rung_records_are_the_ones_it_decides_by():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+    scheduler = ASHAScheduler(time_attr="epoch", metric="score", mode="min", grace_period=2, reduction_factor=2,
+                              max_t=8)
+    assert ray_internals.asha_metric(scheduler) == ("score", -1.0)
+    rungs = ray_internals.asha_rung_records(scheduler)
+    assert [milestone for milestone, _ in rungs] == [8, 4, 2]
+    rungs[-1][1].update(a=-0.1, b=-0.2, c=-0.3)  # three trials recorded at epoch 2 (minimised: signs flipped)
+    trial = SimpleNamespace(trial_id="d", status="RUNNING")
+    scheduler.on_trial_add(None, trial)
+    assert scheduler.on_trial_result(None, trial, {"epoch": 2, "score": 0.5}) == TrialScheduler.STOP
+    assert rungs[-1][1]["d"] == -0.5

@@ -45,7 +45,7 @@ def test_a_second_driver_on_the_same_experiment_is_refused_naming_the_first(tmp_
 
 def fake_settings(**overrides):
     values = dict(metric="val_balanced_acc", mode="max", stop_epoch=4, expected_trials=3, asha=True,
-                  grace_period=1, reduction_factor=2, max_failures=2)
+                  grace_period=1, reduction_factor=2, cooldown_rungs=(), cooldown_fraction=None, max_failures=2)
     values.update(overrides)
     return SimpleNamespace(**values)
 
@@ -66,6 +66,9 @@ def test_eta_counts_expected_epochs_under_asha_and_waits_for_a_timed_epoch():
     assert progress.eta(trials) == pytest.approx(6 * 3.0 / 2)
     plain = CompactProgress(fake_settings(asha=False), stream=open(os.devnull, "w"))
     assert plain.rungs == [] and plain.expected_remaining(1) == 3
+    # rungs at 1, 2 of 4, both cooled for 1 epoch: from 0, 1 + 1 to rung 1, then half of 1 + 1, a quarter of 2
+    cooled = CompactProgress(fake_settings(cooldown_rungs=(1, 2), cooldown_fraction=0.5), stream=open(os.devnull, "w"))
+    assert cooled.cooldowns == {1: 1, 2: 1} and cooled.expected_remaining(0) == pytest.approx(2 + 1 + 0.5)
 
 
 def test_asha_record_exists_from_the_start(tmp_path):
