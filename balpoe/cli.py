@@ -26,6 +26,7 @@ from . import config as config_module
 from .config import TAU_RULE_INPUTS, Config, ConfigError
 from .datasets import DataError
 from .files import os_error_line, read_small_json, writable_folder_problem
+from .shell import shell_command
 
 SPLITS = ("train", "val", "test", "test_full")
 RUN_FILES = ("summary.csv", "model_best.pth", "metrics.json")  # with checkpoint-epoch*.pth: a run folder
@@ -336,7 +337,8 @@ def interrupted_hint(args: argparse.Namespace | None) -> str:
     last = latest_checkpoint(save_dir) if save_dir else None
     if last is None:
         return f"no complete checkpoint in {save_dir or 'the run folder'} yet; run the same command again to start over"
-    return f"the last complete checkpoint is {last}; continue with:\n  python -m balpoe train --resume {last}"
+    return (f"the last complete checkpoint is {last}; continue with:\n  "
+            f"{shell_command('balpoe', 'train', options=('--resume', str(last)))}")
 
 
 def _save_dir(args: argparse.Namespace) -> Path | None:

@@ -88,8 +88,9 @@ def cooled_rungs(epochs: int, step1: int) -> list[int]:
 
 def recipe(args, point: dict, seed: int) -> Config:
     overrides = get_space(SPACE).to_overrides(point, 3)
+    imbalance = {} if args.imb_factor is None else {"imb_factor": args.imb_factor}
     return Config(dataset=args.dataset, data_dir=str(args.data_dir), download=False, device=args.device,
-                  precision=args.precision, seed=seed, **schedule(args.epochs), **overrides)
+                  precision=args.precision, seed=seed, **imbalance, **schedule(args.epochs), **overrides)
 
 
 def capped(raw, per_class: int | None):
@@ -283,7 +284,7 @@ def draw(rungs: pd.DataFrame, ceiling: float, path: Path) -> None:
 
 def report(rows: pd.DataFrame, figure: Path | None) -> None:
     ceiling, (low, high) = noise_ceiling(rows)
-    print(f"configurations {rows['config'].nunique()}, seeds {sorted(rows['seed'].unique())}, "
+    print(f"configurations {rows['config'].nunique()}, seeds {sorted(map(int, rows['seed'].unique()))}, "
           f"epochs {int(rows['epoch'].max())}")
     print(f"noise ceiling (final scores, seed vs seed): rho {ceiling:.3f} [90 % {low:.3f}, {high:.3f}]")
     rungs = rung_table(rows)
@@ -303,6 +304,7 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=20, help="the budget, on the recipe's schedule shape")
     parser.add_argument("--configs", type=int, default=12, help="configurations: the paper point + a Halton sample")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--imb-factor", type=float, help="the data set's imbalance (default: the recipe's 0.01)")
     parser.add_argument("--train-per-class", type=int, help="keep the first N training images of each class")
     parser.add_argument("--cooldown-fraction", type=float, help="cool-down epochs per rung epoch "
                         "(default: the recipe's (epochs - step1) / step1)")
@@ -324,17 +326,18 @@ def main(argv=None) -> None:
             refuse("--from-csv", "no such file", str(args.from_csv))
         report(pd.read_csv(args.from_csv), args.figure)
         return
-    from balpoe.data import load_raw
+    from balpoe.data import build_data, load_raw
     from balpoe.datasets import DataError
-    try:
+    from balpoe.trainer import resolve_device
+    try:  # a missing data set, or a class left without images, is named here, not in every worker
         first = recipe(args, sample_points(args.configs)[0], args.seeds[0])
-        load_raw(first)  # a missing data set is named here, not in every worker
+        if args.train_per_class is not None and args.train_per_class * first.imb_factor < 1:
+            refuse("--train-per-class", f"the imbalance factor {first.imb_factor:g} needs at least "
+                   f"{math.ceil(1 / first.imb_factor)} for the smallest class to keep an image", args.train_per_class)
+        build_data(first, resolve_device(first.device), capped(load_raw(first), args.train_per_class))
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2)
-    if args.train_per_class is not None and args.train_per_class * first.imb_factor < 1:
-        refuse("--train-per-class", f"the imbalance factor {first.imb_factor:g} needs at least "
-               f"{math.ceil(1 / first.imb_factor)} for the smallest class to keep an image", args.train_per_class)
     started = time.perf_counter()
     rows = record(args)
     print(f"trained in {time.perf_counter() - started:.0f} s")

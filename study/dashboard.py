@@ -13,9 +13,10 @@ import signal
 import sys
 import threading
 
-from .cluster import check_cluster_options, check_port
+from balpoe.shell import shell_command
 from results.storage import StorePath, location
 
+from .cluster import check_cluster_options, check_port
 from .settings import StudyError, check_object_store, storage_root
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -123,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
         if ray_dashboard(context):
             print(f"Ray dashboard: {ray_dashboard(context)}")
         if args.detach:
-            print(f"left running on the cluster; stop it with:\n  python -m study.run dashboard --stop "
-                  f"--address {args.address}")
+            stop = shell_command("study.run", "dashboard", options=("--stop", "--address", args.address))
+            print(f"left running on the cluster; stop it with:\n  {stop}")
             return 0
         print("Ctrl-C stops the page (the experiment folders are only read)")
         wait_for_stop()

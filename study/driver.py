@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shlex
 import signal
 import sys
 
@@ -25,7 +24,7 @@ from .cluster import check_schedulable, check_shared_storage, start_ray
 from .disk import DiskGuard
 from .progress import CompactProgress
 from .searcher import stopped_by_storage
-from .settings import StudyError, StudySettings, resume_command
+from .settings import StudyError, StudySettings, resume_command, study_command
 from .tuner import build_tuner, restore_tuner
 
 
@@ -79,11 +78,10 @@ def summarise(settings: StudySettings, exp=None) -> int:
     print(f"\n{progress_text(progress)}")
     if compute_text(exp):
         print(compute_text(exp))
-    name, storage = shlex.quote(settings.name), shlex.quote(settings.storage_path)
     optuna_record = hide_password(settings.optuna_storage) if settings.optuna_storage else "optuna.db"
     print(f"results: {settings.experiment_dir}  (study.json, trial folders"
           f"{', Optuna: ' + optuna_record if settings.kind == 'search' else ''}); "
-          f"`python -m study.run report {name} --storage-path {storage}` writes tables and figures")
+          f"`{study_command('report', settings)}` writes tables and figures")
     if not progress["complete"]:
         print(f"the study is not complete; {resume_command(settings)}")
         return 130 if not progress["errored"] else 1

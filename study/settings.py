@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from balpoe.config import Config, load_file, path_problem
 from balpoe.cooldown import default_fraction
 from balpoe.files import writable_folder_problem
 from balpoe.provenance import provenance
+from balpoe.shell import shell_command
 from results.optuna_db import resolved_storage_url, shown_url
 from results.settings import (SETTINGS_FILE, StudyError, StudySettings, default_cooldown_grace_period,
                               default_grace_period, default_startup_trials)
@@ -150,8 +150,7 @@ def check_fresh(settings: StudySettings) -> None:
     if any(p.name not in (LOCK_FILE, LEASE_FILE) for p in _entries(folder)):
         if (folder / SETTINGS_FILE).exists():
             raise StudyError(f"--name: experiment {settings.name!r} already exists in {root}; continue it with "
-                             f"`python -m study.run resume {settings.name} --storage-path {root}` or pick "
-                             f"another --name")
+                             f"`{study_command('resume', settings)}` or pick another --name")
         raise StudyError(f"--storage-path/--name: {folder} is not empty and is not a study folder; "
                          f"pick another --name or --storage-path")
 
@@ -203,9 +202,13 @@ def check_store_name(name: str) -> None:
         raise StudyError(f"--name: {problem}")
 
 
+def study_command(command: str, settings: StudySettings) -> str:
+    """`python -m study.run COMMAND NAME --storage-path ROOT`, as it works pasted into the user's shell."""
+    return shell_command("study.run", command, settings.name, options=("--storage-path", settings.storage_path))
+
+
 def resume_command(settings: StudySettings) -> str:
-    return (f"continue it with:\n  python -m study.run resume {shlex.quote(settings.name)} "
-            f"--storage-path {shlex.quote(settings.storage_path)}")
+    return f"continue it with:\n  {study_command('resume', settings)}"
 
 
 def versions() -> dict:

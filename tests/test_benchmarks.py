@@ -153,8 +153,8 @@ def test_gpu_check_summary(gpu_check):
 
 def test_fidelity_records_trunk_and_cooled_rungs_and_replays_asha(tmp_path):
     csv = tmp_path / "fidelity.csv"
-    done = run("fidelity.py", "--epochs", "10", "--configs", "3", "--seeds", "1", "2", "--train-per-class", "100",
-               "--csv", str(csv), "--figure", str(tmp_path / "fidelity.png"))
+    done = run("fidelity.py", "--dataset", "synthetic-lt", "--imb-factor", "0.1", "--epochs", "10", "--configs", "3",
+               "--seeds", "1", "2", "--train-per-class", "30", "--csv", str(csv), "--figure", str(tmp_path / "fidelity.png"))
     assert done.returncode == 0, done.stderr
     import pandas as pd
     rows = pd.read_csv(csv)

@@ -217,10 +217,7 @@ def test_a_folder_that_holds_no_experiment_is_looked_at_once_per_change_not_per_
 
 
 def test_the_index_is_drawn_once_per_change_and_shows_the_time_it_is_served(storage, monkeypatch):
-    drawn = []
-    real_render = app_module.render
-    monkeypatch.setattr(app_module, "render", lambda template, **context: (drawn.append(template),
-                                                                           real_render(template, **context))[1])
+    drawn = counted_renders(monkeypatch)
     site = ResultsSite(storage, recheck_s=0)
     eventually(lambda: "being read" not in site.index_json())  # the index's last change: drawn with it
     drawn.clear()
@@ -230,12 +227,18 @@ def test_the_index_is_drawn_once_per_change_and_shows_the_time_it_is_served(stor
     assert eventually(lambda: "experiments/new" in site.index_html()) and drawn.count("index.html") >= 1
 
 
-def test_the_page_of_an_unreadable_experiment_is_drawn_once_per_change(storage, monkeypatch):
-    (storage / "good" / "study.json").write_text("{not json")
+def counted_renders(monkeypatch) -> list[str]:
+    """The templates the page renders from now on, in order."""
     drawn = []
     real_render = app_module.render
     monkeypatch.setattr(app_module, "render", lambda template, **context: (drawn.append(template),
                                                                            real_render(template, **context))[1])
+    return drawn
+
+
+def test_the_page_of_an_unreadable_experiment_is_drawn_once_per_change(storage, monkeypatch):
+    (storage / "good" / "study.json").write_text("{not json")
+    drawn = counted_renders(monkeypatch)
     site = ResultsSite(storage, recheck_s=0)
     pages = [site.experiment_html("good") for _ in range(20)]
     assert drawn.count("unavailable.html") == 1 and all("This experiment cannot be read now" in p for p in pages)
@@ -243,10 +246,7 @@ def test_the_page_of_an_unreadable_experiment_is_drawn_once_per_change(storage, 
 
 def test_with_a_damaged_experiment_requests_at_once_draw_the_index_once_per_change(storage, monkeypatch):
     (storage / "good" / "study.json").write_text("{not json")
-    drawn = []
-    real_render = app_module.render
-    monkeypatch.setattr(app_module, "render", lambda template, **context: (drawn.append(template),
-                                                                           real_render(template, **context))[1])
+    drawn = counted_renders(monkeypatch)
     with served(ResultsSite(storage, recheck_s=0)) as base:  # every request may look at the files
         assert settled_rows(base)["good"]["note"].startswith("cannot be read now: ")
         drawn.clear()
