@@ -38,6 +38,10 @@ class ExperimentError(ValueError):
     """The folder is not an experiment (or cannot be read); the message names the path."""
 
 
+class NoExperimentThere(ExperimentError):
+    """Nothing that is an experiment at the path (a mistyped name, most often): the storage answered."""
+
+
 class DamagedFile(Exception):
     """A record file that is there but cannot be read as one; the message is `<file>: <why>`."""
 
@@ -304,14 +308,14 @@ def check_experiment_folder(folder: Location) -> None:
     try:
         info = folder.stat()
     except (FileNotFoundError, NotADirectoryError):
-        raise ExperimentError(f"{folder}: no such folder") from None
+        raise NoExperimentThere(f"{folder}: no such folder") from None
     except OSError as err:
         raise ExperimentError(f"{folder}: cannot be read ({err.strerror or err})") from None
     if not stat.S_ISDIR(info.st_mode):
         raise ExperimentError(f"{folder}: not a folder")
     if present(folder / SETTINGS_FILE) or any(folder.glob(EXPERIMENT_STATE_GLOB)) or trial_folders(folder):
         return
-    raise ExperimentError(f"{folder}: not an experiment folder (no {SETTINGS_FILE}, no Tune experiment state, "
+    raise NoExperimentThere(f"{folder}: not an experiment folder (no {SETTINGS_FILE}, no Tune experiment state, "
                           f"no trial folders)")
 
 

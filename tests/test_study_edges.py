@@ -229,3 +229,15 @@ def test_study_export_refuses_a_foreign_file_before_reading_the_checkpoint(tmp_p
     assert code == 2 and err.startswith("error: --output:"), err
     assert [p.name for p in output.iterdir()] == ["manifest.json"]
     assert (output / "manifest.json").read_text() == '{"mine": true}'
+
+
+def test_a_mistyped_experiment_name_is_answered_with_the_studies_that_are_there(tmp_path, capsys):
+    make_baseline(tmp_path / "first-study")
+    make_baseline(tmp_path / "second-study")
+    (tmp_path / "not-a-study").mkdir()
+    code, err = cli_error(["show", "firts-study", "--storage-path", str(tmp_path)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "'firts-study'" in err and str(tmp_path) in err
+    assert "first-study, second-study" in err and "not-a-study" not in err
+    code, err = cli_error(["report", "x", "--storage-path", str(tmp_path / "not-a-study")], capsys)
+    assert code == 2 and str(tmp_path / "not-a-study") in err and "first-study" not in err  # none there
