@@ -13,12 +13,12 @@ from balpoe.datasets import DataError
 from balpoe.export import check_export_folder, export_logits
 from results import ExperimentError, load_experiment
 from results.console import compute_text, progress_text, trials_text
-from results.reader import TRAINER_STATE_FILE, NoExperimentThere, present, printable
-from results.storage import Location, local_outputs
+from results.reader import TRAINER_STATE_FILE, NoExperimentThere, present
+from results.storage import local_outputs
 from results.report import ReportError, write_report
 from results.stats import NotComparable
 
-from .settings import SETTINGS_FILE, StudyError, experiment_folder
+from .settings import SETTINGS_FILE, StudyError, experiment_folder, studies_there
 
 
 def open_experiment(name: str, storage_path: str, option: str = "experiment"):
@@ -30,18 +30,6 @@ def open_experiment(name: str, storage_path: str, option: str = "experiment"):
     except ExperimentError as err:
         hint = "" if SETTINGS_FILE in str(err) else "; check the name and --storage-path"
         raise StudyError(f"{option} {name!r}: {err}{hint}") from None
-
-
-def studies_there(storage: Location, shown: int = 20) -> str:
-    """The studies in `storage` (folders with a study.json), for a name that was mistyped."""
-    try:
-        names = sorted(p.name for p in storage.iterdir() if present(p / SETTINGS_FILE))
-    except OSError:
-        names = []
-    if not names:
-        return f"no study in {storage}; check the name and --storage-path"
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return f"the studies in {storage} are: {', '.join(map(printable, names[:shown]))}{more}"
 
 
 def show(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from balpoe.files import writable_folder_problem
 from balpoe.provenance import provenance
 from balpoe.shell import shell_command
 from results.optuna_db import resolved_storage_url, shown_url
+from results.reader import present, printable
 from results.settings import (SETTINGS_FILE, StudyError, StudySettings, default_cooldown_grace_period,
                               default_grace_period, default_startup_trials)
 from results.storage import Location, StorePath, is_uri, location
@@ -176,7 +177,7 @@ def resume_settings(args: argparse.Namespace) -> StudySettings:
         check_store_name(folder.name)
         check_object_store(str(folder.parent))
     if not (folder / SETTINGS_FILE).exists():
-        raise StudyError(f"resume: no study at {folder} (no {SETTINGS_FILE}); check the name and --storage-path")
+        raise StudyError(f"resume: no study at {folder} (no {SETTINGS_FILE}); {studies_there(folder.parent)}")
     saved = StudySettings.load(folder)
     changed = saved.changes_since_start(folder)
     if changed:
@@ -184,6 +185,18 @@ def resume_settings(args: argparse.Namespace) -> StudySettings:
                          f"({'; '.join(changed)}); a started study keeps its settings: put the values back, or "
                          f"start a new study with them (another --name)")
     return saved.with_changes(storage_path=str(folder.resolve().parent), name=folder.name)
+
+
+def studies_there(storage: Location, shown: int = 20) -> str:
+    """The studies in `storage` (folders with a study.json), for a name that was mistyped."""
+    try:
+        names = sorted(p.name for p in storage.iterdir() if present(p / SETTINGS_FILE))
+    except OSError:
+        names = []
+    if not names:
+        return f"no study in {storage}; check the name and --storage-path"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"the studies in {storage} are: {', '.join(map(printable, names[:shown]))}{more}"
 
 
 def check_object_store(uri: str) -> None:

@@ -241,3 +241,11 @@ def test_a_mistyped_experiment_name_is_answered_with_the_studies_that_are_there(
     assert "first-study, second-study" in err and "not-a-study" not in err
     code, err = cli_error(["report", "x", "--storage-path", str(tmp_path / "not-a-study")], capsys)
     assert code == 2 and str(tmp_path / "not-a-study") in err and "first-study" not in err  # none there
+
+
+def test_resume_of_a_mistyped_name_lists_the_studies_there_before_ray(tmp_path, capsys):
+    make_baseline(tmp_path / "first-study")
+    code, err = cli_error(["resume", "first_study", "--storage-path", str(tmp_path)], capsys)
+    assert code == 2 and "first-study" in err and str(tmp_path) in err
+    import ray
+    assert not ray.is_initialized()
