@@ -470,11 +470,19 @@ def _put(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
+def _gpus(device: str) -> int:
+    """The official `n_gpu`: 1 for a run on a CUDA GPU, 0 on a CPU (or MPS); `auto` as it resolves here."""
+    if device == "auto":
+        import torch  # loaded already when a run folder is written
+        return int(torch.cuda.is_available())
+    return int(device.startswith("cuda"))
+
+
 def to_official(config: Config) -> dict[str, Any]:
     """The official nested layout (what downstream stages read) plus our exact config under `balpoe`."""
     info = REGISTRY[config.dataset]
     tree: dict[str, Any] = {
-        "name": Path(config.save_dir).name, "n_gpu": 1,
+        "name": Path(config.save_dir).name, "n_gpu": _gpus(config.device),
         "arch": {"type": "ResNet32Model", "args": {"num_classes": info.num_classes, "returns_feat": True}},
         "data_loader": {"type": info.official_loader or config.dataset, "args": {"shuffle": True, "randaugm": False}},
         "optimizer": {"type": "SGD"}, "loss": {"type": "BSExpertLoss"}, "lr_scheduler": {"type": "CustomLR"},

@@ -6,7 +6,7 @@ import pandas as pd
 from .experiment import Experiment
 
 IDENTITY = ("trial_id", "status", "epochs_run")
-CONFIG_SHOWN = ("seed", "mixup_alpha", "tau_list", "num_experts")
+CONFIG_SHOWN = ("seed", "mixup_alpha", "tau_spread", "tau_list", "num_experts")  # the searched value and what it made
 RESULTS_SHOWN = ("test_balanced_acc", "test_full_acc", "test_full_ece")
 
 

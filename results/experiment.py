@@ -253,6 +253,12 @@ def _vanished(trial: TrialFiles) -> bool:
     return not (trial.rows or trial.params or trial.failures or trial.damaged) and not present(trial.folder)
 
 
+def no_optuna_trials(objectives: list[str]) -> pd.DataFrame:
+    """The Optuna table with nothing recorded (a baseline, a search before its first trial): its columns."""
+    return pd.DataFrame({"number": pd.Series(dtype="int64"), "state": pd.Series(dtype="object"),
+                         **{metric: pd.Series(dtype="float64") for metric in objectives}})
+
+
 def read_optuna(where: Location | str, study_name: str, objectives: list[str]) -> pd.DataFrame:
     """Optuna's own record of a search, read through its API from `where`: the folder's `optuna.db`, or a
     storage URL (`--optuna-storage`); empty when nothing is recorded yet. A file Optuna cannot use is named
@@ -264,7 +270,7 @@ def read_optuna(where: Location | str, study_name: str, objectives: list[str]) -
             try:
                 Path(folder, OPTUNA_FILE).write_bytes(where.read_bytes())
             except FileNotFoundError:
-                return pd.DataFrame()
+                return no_optuna_trials(objectives)
             except OSError as err:
                 raise ExperimentError(f"{OPTUNA_FILE}: {where} cannot be read ({err})") from None
             try:
@@ -276,7 +282,7 @@ def read_optuna(where: Location | str, study_name: str, objectives: list[str]) -
     else:
         url, label, file = where, f"optuna_storage: {shown_url(where)}", journal_path(where) or sqlite_path(where)
     if file is not None and not (file.exists() or file.is_symlink()):
-        return pd.DataFrame()
+        return no_optuna_trials(objectives)
     import optuna
     try:
         with open_storage(url, create=False) as storage:

@@ -61,6 +61,7 @@ def test_saved_config_round_trips(tmp_path):
     assert cfg.load_file(tmp_path / "config.json") == c
     official = json.loads((tmp_path / "config.json").read_text())
     assert official["arch"]["args"]["num_experts"] == 3 and official["combiner"]["mixup"]["alpha"] == 0.2
+    assert [cfg.to_official(Config(device=d))["n_gpu"] for d in ("cpu", "cuda", "cuda:1", "mps")] == [0, 1, 1, 0]
 
 
 def test_yaml_config(tmp_path):

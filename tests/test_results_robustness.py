@@ -300,3 +300,17 @@ def test_a_comparable_baseline_is_still_accepted(tmp_path, capsys):
     assert set(comparison["metric"]) == {"val_balanced_acc", "test_balanced_acc", "test_full_acc"}
     code, out = run_cli(["report", "search", "--baseline", "baseline", "--storage-path", str(tmp_path)])
     assert code == 0 and (search / "report" / "tables" / "baseline_comparison.parquet").exists()
+
+
+def test_a_baseline_has_an_empty_optuna_table_with_its_columns(tmp_path):
+    table = load_experiment(make_baseline(tmp_path / "exp")).optuna_trials
+    assert table.empty and list(table.columns) == ["number", "state", "val_balanced_acc"]
+    assert str(table["number"].dtype) == "int64"
+
+
+def test_the_trials_view_shows_the_searched_tau_spread_beside_the_tau_list_it_made(tmp_path):
+    from results.console import default_columns
+    exp = load_experiment(make_search(tmp_path / "search", points=((0.4, 1.0), (0.2, 0.5))))
+    columns = default_columns(exp)
+    assert columns.index("tau_spread") + 1 == columns.index("tau_list")
+    assert sorted(exp.trials["tau_spread"]) == [0.5, 1.0]

@@ -171,6 +171,7 @@ def test_cli_train_resume_evaluate_export(cifar10_dir, tmp_path, capsys):
                                                      "metrics.json", "model_best.pth", "summary.csv"]
     config = json.loads((run / "config.json").read_text())
     assert config["arch"]["args"]["num_experts"] == 3 and config["balpoe"]["epochs"] == 3
+    assert config["n_gpu"] == 0  # a CPU run
     with (run / "summary.csv").open() as handle:
         straight = list(csv.DictReader(handle))
     metrics = json.loads((run / "metrics.json").read_text())
