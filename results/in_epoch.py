@@ -114,9 +114,9 @@ def epoch_pace(position: InEpochProgress | None, seconds_per_epoch: float) -> fl
 
 def seconds_into_epoch(position: InEpochProgress | None, epochs_run: int, now: float) -> float:
     """Wall-clock seconds spent in the epoch under way (0 when the record is not about it)."""
-    if not is_current(position, epochs_run) or position.stage != "epoch":
+    if not is_current(position, epochs_run) or position.stage == "final":
         return 0.0
-    return max(0.0, now - position.epoch_started)
+    return max(0.0, now - position.epoch_started)  # a cool-down rung belongs to its epoch
 
 
 def trial_eta(position: InEpochProgress | None, epochs_run: int, stop_epoch: float, seconds_per_epoch: float,

@@ -61,6 +61,17 @@ class CompactProgress(Callback):
             start = boundary
         return remaining
 
+    def epochs_left(self, trial, position: InEpochProgress | None, pace: float, now: float) -> float:
+        """A trial's expected epochs still to train; in its end-of-training evaluation, the time that
+        evaluation has left, in epochs (its training is done, whatever epoch it has reported)."""
+        reported = self._state(trial)["epoch"]
+        if trial.status != "RUNNING":
+            return self.expected_remaining(reported)
+        if is_current(position, reported) and position.stage == "final":
+            left = trial_eta(position, reported, self.planned, pace, now)
+            return 0.0 if math.isnan(left) else left / pace
+        return self.expected_remaining(reported) - epoch_fraction_done(position, reported, pace, now)
+
     def __setstate__(self, state: dict) -> None:
         """Tune pickles callbacks with the experiment; a restored study starts its own clock (and one
         pickled before the ETA knew ASHA's rungs estimates without them)."""
@@ -186,9 +197,7 @@ class CompactProgress(Callback):
         if math.isnan(pace):
             return None
         unfinished = [t for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED")]
-        epochs = sum(self.expected_remaining(self._state(t)["epoch"]) for t in unfinished)
-        epochs -= sum(epoch_fraction_done(positions.get(t.trial_id), self._state(t)["epoch"], pace, now)
-                      for t in unfinished if t.status == "RUNNING")
+        epochs = sum(self.epochs_left(t, positions.get(t.trial_id), pace, now) for t in unfinished)
         epochs += max(0, self.expected - len(trials)) * self.expected_remaining(0)
         running = max(1, sum(t.status == "RUNNING" for t in trials))
         return capped(max(0.0, epochs) * pace / running)

@@ -338,6 +338,22 @@ def test_the_terminal_view_shows_each_trials_position_and_its_counting_down_eta(
         "    a  epoch    3/4  train 45/85 batches  412 img/s  stalled 3m10s  val_balanced_acc best 0.4000"
 
 
+def test_the_study_eta_in_a_trials_final_evaluation_counts_what_that_evaluation_has_left(tmp_path):
+    """The last trial in its end-of-training evaluation, 8 of 10 batches at 2 batches/s: its training is
+    done, so the study has about a second left, not the epoch of 60 s its reports would suggest."""
+    from study.progress import CompactProgress
+    progress = CompactProgress(fake_settings(expected_trials=1, stop_epoch=2), stream=io.StringIO())
+    trial = SimpleNamespace(trial_id="a", status="RUNNING", last_result={}, storage=local_storage(tmp_path / "trial_a"))
+    progress.on_trial_result(0, [trial], trial, {"epoch": 1, "time_this_iter_s": 60.0, "val_balanced_acc": 0.2})
+    t0 = time.time()
+    write_record(tmp_path / "trial_a", epoch=2, epochs=2, stage="final", phase="test_full", done=8, total=10,
+                 batches_per_s=2.0, epoch_started=t0 - 70, time=t0)
+    assert progress.eta([trial], now=t0) == pytest.approx(1.0)
+    write_record(tmp_path / "trial_a", epoch=2, epochs=2, stage="cooldown", phase="train", done=3, total=9,
+                 batches_per_s=2.0, epoch_started=t0 - 30, time=t0)  # a cool-down belongs to its epoch
+    assert progress.eta([trial], now=t0) == pytest.approx(30.0)
+
+
 def test_the_terminal_view_estimates_from_the_in_epoch_rate_before_an_epoch_is_timed(tmp_path):
     from study.progress import CompactProgress
     stream = io.StringIO()
