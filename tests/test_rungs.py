@@ -134,3 +134,35 @@ def test_the_learning_curves_ring_each_cooled_rung(cooled_search):
     figure = learning_curves(load_experiment(cooled_search))
     rings = [line for line in figure.axes[0].lines if line.get_marker() == "o"]
     assert sum(len(line.get_xdata()) for line in rings) == 4 * 2 + 1
+
+
+# --- a search with cool-down rungs, end to end -------------------------------------------------
+@pytest.mark.ray
+def test_a_search_with_cool_down_rungs_decides_on_the_cooled_scores_and_counts_them(tmp_path, capsys):
+    import optuna
+
+    from conftest import SMOKE
+    from study.run import main
+    # 4 epochs, LR steps after 3: ASHA rungs 1 and 2 are cooled for 1 epoch each
+    argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
+            "--epochs", "4", "--step1", "3", "--step2", "4", "--fidelity", "cooldown", "--grace-period", "1",
+            "--storage-path", str(tmp_path)]
+    assert main(argv) == 0, capsys.readouterr()
+    exp = load_experiment(tmp_path / "search-alpha_tau-smoke")
+    assert exp.settings["fidelity"] == "cooldown" and exp.cooldowns == {1: 1, 2: 1}
+    cooled = exp.rungs[exp.rungs["fidelity"] == "cooldown"]
+    assert set(cooled["epoch"]) <= {1, 2} and (cooled["cooldown_epochs"] == 1).all() and len(cooled) >= 4
+    assert not [c for c in exp.epochs.columns if c.startswith(("cooled_", "rung_"))]
+    stopped = exp.trials[exp.trials["status"] == "asha_stopped"]
+    assert len(stopped) >= 1
+    # Optuna's intermediate values are the cooled scores ASHA decided by
+    study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp.path / 'optuna.db'}")
+    by_params = {(t.params["mixup_alpha"], t.params["tau_spread"]): t for t in study.trials}
+    for _, trial in stopped.iterrows():
+        optuna_trial = by_params[(trial["mixup_alpha"], trial["tau_spread"])]
+        assert optuna_trial.state.name == "PRUNED"
+        rows = cooled[cooled["trial_id"] == trial["trial_id"]].set_index("epoch")["val_balanced_acc"]
+        assert optuna_trial.intermediate_values == pytest.approx(rows.to_dict())
+    spent = exp.compute()
+    assert spent["cooldown_epochs"] == len(cooled) and spent["trunk_epochs"] == exp.trials["epochs_run"].sum()
+    assert spent["fraction"] < 1

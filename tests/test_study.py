@@ -268,6 +268,29 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, c
     assert "already complete; nothing to resume" in capsys.readouterr().out and not ray.is_initialized()
 
 
+def optuna_decisions(experiment: Path) -> list[tuple]:
+    """Each Optuna trial in order: its number, parameters and state (PRUNED: stopped by ASHA)."""
+    import optuna
+    study = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / 'optuna.db'}")
+    return [(t.number, t.params, t.state.name) for t in study.trials]
+
+
+@pytest.mark.ray
+def test_a_resumed_search_stops_the_trials_its_uninterrupted_twin_stops(smoke_search, tmp_path):
+    """The smoke search (4 trials one at a time, ASHA at epoch 1) interrupted as its third trial starts,
+    then resumed: ASHA's rungs are rebuilt from the first two trials, so the later ones meet the same
+    cutoffs and the same trials are stopped, with the same points."""
+    twin = optuna_decisions(smoke_search.experiment)
+    assert any(state == "PRUNED" for number, _, state in twin if number >= 2)  # a decision the resume must redo
+    argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
+            "--grace-period", "1", "--storage-path", str(tmp_path)]
+    interrupted_cli(argv, lambda line: "2 terminated" in line and "1 running" in line)
+    experiment = tmp_path / "search-alpha_tau-smoke"
+    assert len(load_experiment(experiment).trials) <= 3
+    assert main(["resume", experiment.name, "--storage-path", str(tmp_path), "--num-cpus", "2"]) == 0
+    assert optuna_decisions(experiment) == twin
+
+
 @pytest.mark.ray
 def test_a_second_ctrl_c_while_tune_stops_ends_quietly_with_the_resume_command(tmp_path):
     argv = [sys.executable, "-m", "study.run", "baseline", *SMOKE, "--epochs", "100", "--storage-path", str(tmp_path)]
