@@ -50,7 +50,8 @@ class Check:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="cifar100-lt", choices=DATASET_NAMES, help="data set the study will use")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, help="data set the study will use: its absence fails "
+                        "the check (default: every data set is looked at, and an absent one is only a warning)")
     parser.add_argument("--data-dir", type=parse_path, default="./data",
                         help="folder that holds (or will hold) the data set")
     parser.add_argument("--storage-path", type=parse_path, default="./runs",
@@ -90,13 +91,17 @@ def check_gpus() -> Check:
     return Check("torch GPUs", "ok", f"{count}: {names}")
 
 
-def check_data(dataset: str, data_dir: str) -> Check:
-    """Whether the data set is already on disk; never downloads (that is the trainer's job)."""
+def check_data(dataset: str, data_dir: str, required: bool = True) -> Check:
+    """Whether the data set is already on disk; never downloads (that is the trainer's job). An absent
+    one fails only when it is the one the user is about to run (`--dataset`)."""
     info, name = REGISTRY[dataset], f"data {dataset}"
     if dataset == "synthetic-lt":
         return Check(name, "ok", "generated in memory")
     folder = info.location(Path(data_dir)).resolve()
     missing = info.missing(Path(data_dir))
+    if missing and not required:
+        return Check(name, "warn", f"absent: {folder} lacks {', '.join(missing)}; "
+                     f"`doctor --dataset {dataset}` before a study on it", info.fix)
     if missing:
         return Check(name, "FAIL", f"absent: {folder} lacks {', '.join(missing)}", info.fix)
     if info.canonical and not info.canonical(Path(data_dir)):
@@ -200,8 +205,9 @@ def print_check(check: Check) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    datasets = [args.dataset] if args.dataset else DATASET_NAMES
     steps = [("packages", check_packages), ("torch GPUs", check_gpus),
-             (f"data {args.dataset}", check_data, args.dataset, args.data_dir),
+             *[(f"data {name}", check_data, name, args.data_dir, bool(args.dataset)) for name in datasets],
              ("storage path", check_storage, args.storage_path)]
     if not args.skip_ray:
         steps.append(("ray start", check_ray, args.address))

@@ -28,7 +28,18 @@ def rows(output: str) -> dict[str, tuple[str, str]]:
 def test_defaults():
     args = parse()
     assert (args.dataset, args.data_dir, args.storage_path, args.address, args.skip_ray) == \
-        ("cifar100-lt", "./data", "./runs", None, False)
+        (None, "./data", "./runs", None, False)
+
+
+def test_without_a_dataset_every_one_is_looked_at_and_an_absent_one_only_warns(tmp_path, capsys, monkeypatch):
+    from balpoe import datasets
+    monkeypatch.setattr(datasets, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-copy")
+    code = doctor.run(parse("--data-dir", str(tmp_path / "nothing"), "--storage-path", str(tmp_path / "runs"),
+                            "--skip-ray"))
+    found = rows(capsys.readouterr().out)
+    assert code == 0
+    assert {name: found[f"data {name}"][0] for name in datasets.DATASET_NAMES} == \
+        {name: "ok" if name == "synthetic-lt" else "warn" for name in datasets.DATASET_NAMES}
 
 
 @pytest.mark.ray
