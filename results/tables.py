@@ -123,7 +123,8 @@ def trial_row(files: TrialFiles, settings: dict, asha_stopped: set[str], objecti
     row["failures"] = files.failures
     row["error"] = files.error
     row["notes"] = trial_notes(files, config_problem)
-    row["last_update"] = pd.to_datetime(files.last_update, unit="s") if not math.isnan(files.last_update) else None
+    row["last_update"] = pd.to_datetime(files.last_update, unit="s", utc=True) if not math.isnan(files.last_update) \
+        else None
     versions = settings.get("versions", {})
     row.update({k: versions.get(k) for k in PROVENANCE})
     row["folder"] = files.folder.name
@@ -154,6 +155,8 @@ def epochs_table(all_files: list[TrialFiles]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=["trial_id", "epoch"])
     table = tidy_columns(pd.DataFrame(rows))
+    if "timestamp" in table:  # Tune's Unix seconds, as the moment it is
+        table["timestamp"] = pd.to_datetime(table["timestamp"], unit="s", utc=True)
     first = ["trial_id", "epoch"]
     return table[first + [c for c in table.columns if c not in first]]
 

@@ -314,3 +314,11 @@ def test_the_trials_view_shows_the_searched_tau_spread_beside_the_tau_list_it_ma
     columns = default_columns(exp)
     assert columns.index("tau_spread") + 1 == columns.index("tau_list")
     assert sorted(exp.trials["tau_spread"]) == [0.5, 1.0]
+
+
+def test_time_columns_are_moments_in_utc(tmp_path):
+    exp = load_experiment(make_baseline(tmp_path / "exp", rows=lambda seed: [report_row(1, seed=seed, timestamp=1796000000),
+                                                                        report_row(2, seed=seed, timestamp=1796000060)]))
+    assert str(exp.trials["last_update"].dt.tz) == "UTC"
+    assert str(exp.epochs["timestamp"].dt.tz) == "UTC"
+    assert exp.epochs["timestamp"].iloc[0] == pd.Timestamp(1796000000, unit="s", tz="UTC")
