@@ -141,7 +141,12 @@ def trials_table(all_files: list[TrialFiles], settings: dict, asha_stopped: set[
     fixed = [c for c in table.columns if c.startswith("config_") and c not in varying]
     table = table.drop(columns=fixed).rename(columns={c: c.removeprefix("config_") for c in varying})
     table["status"] = pd.Categorical(table["status"], categories=STATUSES)
-    return tidy_columns(table).reset_index(drop=True)
+    table = tidy_columns(table)
+    for metric, _ in objectives:  # an epoch stays a whole number where a trial has none (nullable Int64)
+        column = f"best_{metric}_epoch"
+        if column in table and (table[column].dropna() % 1 == 0).all():
+            table[column] = table[column].astype("Int64")
+    return table.reset_index(drop=True)
 
 
 def epochs_table(all_files: list[TrialFiles]) -> pd.DataFrame:

@@ -322,3 +322,11 @@ def test_time_columns_are_moments_in_utc(tmp_path):
     assert str(exp.trials["last_update"].dt.tz) == "UTC"
     assert str(exp.epochs["timestamp"].dt.tz) == "UTC"
     assert exp.epochs["timestamp"].iloc[0] == pd.Timestamp(1796000000, unit="s", tz="UTC")
+
+
+def test_the_best_epoch_stays_an_integer_when_a_trial_has_none(tmp_path):
+    folder = make_baseline(tmp_path / "exp")
+    write_trial(folder, "t9", [report_row(1, seed=9, val_balanced_acc="not a number")])
+    trials = load_experiment(folder).trials.set_index("trial_id")
+    column = trials["best_val_balanced_acc_epoch"]
+    assert str(column.dtype) == "Int64" and column["t1"] == 2 and pd.isna(column["t9"])
