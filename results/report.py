@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -165,8 +166,21 @@ def written_by_report(folder: Path) -> set[str]:
     record = read_small_json(folder / MANIFEST)
     if not (isinstance(record, dict) and record.get("format") == MANIFEST_FORMAT
             and isinstance(record.get("files"), list)):
-        return set()
+        return set(PARTS) | {INDEX} if is_report_before_manifests(folder) else set()
     return {MANIFEST, *(name for name in record["files"] if isinstance(name, str))}
+
+
+def is_report_before_manifests(folder: Path) -> bool:
+    """A report written before reports kept a manifest: no manifest, and its index.html is our page
+    (its title says so), so re-running `report` into the folder it chose itself keeps working."""
+    if os.path.lexists(folder / MANIFEST) or not (folder / INDEX).is_file():
+        return False
+    try:
+        with open(folder / INDEX, "rb") as page:
+            head = page.read(4096)
+    except OSError:
+        return False
+    return re.search(rb"<title>[^<]* \xe2\x80\x94 BalPoE study</title>", head) is not None
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> list[Path]:

@@ -366,3 +366,16 @@ def test_a_new_report_replaces_the_old_one_whole(tmp_path, quick_report):
     assert sorted(p.name for p in folder.iterdir()) == [report.MANIFEST, "figures", "index.html", "notes.md",
                                                         "tables"]
     assert after["index.html"].endswith(b"figures 1</html>")
+
+
+def test_a_report_from_before_manifests_is_replaced_by_a_new_one(tmp_path, quick_report):
+    exp = load_experiment(make_baseline(tmp_path / "baseline"))
+    folder = report.write_report(exp).parent
+    (folder / report.MANIFEST).unlink()  # as reports wrote their folder until they kept a manifest
+    (folder / "index.html").write_text('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+                                       '<title>baseline — BalPoE study</title>', encoding="utf-8")
+    assert report.write_report(exp).parent == folder and (folder / report.MANIFEST).is_file()
+    (folder / report.MANIFEST).unlink()
+    (folder / "index.html").write_text("<html><head><title>my notes</title></head></html>")
+    with pytest.raises(report.ReportError):
+        report.write_report(exp)
