@@ -21,9 +21,9 @@ It prints, per fidelity and rung (1/10, 1/5 and 2/5 of the budget):
 The recorded scores go to `--csv` (the replay and the figures can be re-made from it with
 `--from-csv`), and `--figure` draws ρ against compute fraction for both fidelities with the ceiling.
 
-    python benchmarks/fidelity.py --epochs 20 --train-per-class 300 --csv fid.csv --figure fid.png   # CPU
+    python benchmarks/fidelity.py --epochs 20 --train-per-class 100 --workers 2 --csv fid.csv --figure fid.png  # CPU
     python benchmarks/fidelity.py --dataset cifar100-lt --epochs 200 --device cuda --csv fid.csv     # GPU, full size
-    python benchmarks/fidelity.py --from-csv docs/figures/fidelity.csv --figure docs/figures/fidelity.png
+    python benchmarks/fidelity.py --from-csv docs/figures/fidelity-fmnist-lt-e20.csv --figure fid.png
 
 `--train-per-class N` keeps the first N training images of each class before the long-tailed subset is
 drawn (so the largest class has N), to fit a CPU; the validation and test splits stay whole.
