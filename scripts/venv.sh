@@ -39,7 +39,8 @@ ensure_toolkit() {
     if [ -s "$STAMP" ]; then
         echo "pyproject.toml changed since the last install: updating .venv"
     else
-        echo "installing the toolkit into .venv (first time: torch and Ray, several GB, a few minutes)…"
+        echo "installing the toolkit into .venv (first time: torch and Ray, several GB, a few minutes;" \
+             "after the downloads pip unpacks and installs for about two minutes without a word)…"
     fi
     if ! "$VENV/bin/python" -m pip install -e "$spec"; then
         echo "error: installing the toolkit into .venv failed (pip's message is above); fix that and run again," \

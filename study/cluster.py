@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -283,8 +284,11 @@ def start_ray(args):
         print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:"
               f"{args.dashboard_port or DEFAULT_DASHBOARD_PORT}; "
               f"anyone who can reach it can see and control this cluster", file=sys.stderr)
+    print("starting a local Ray (its services and dashboard take 10-30 s)…", flush=True)
+    started = time.monotonic()
     context = init_local_ray(args.dashboard_host, num_cpus=args.num_cpus, num_gpus=getattr(args, "num_gpus", None),
                              dashboard_port=args.dashboard_port, **quiet)
+    print(f"Ray started in {time.monotonic() - started:.0f} s", flush=True)
     port = int(context.dashboard_url.rpartition(":")[2]) if context.dashboard_url else None
     if args.dashboard_port is None and port not in (None, DEFAULT_DASHBOARD_PORT):
         print(f"note: port {DEFAULT_DASHBOARD_PORT} is taken (another study on this machine?); --dashboard-port "
