@@ -95,6 +95,9 @@ def quiet_ray() -> None:
     for name in ("ray", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+    # "Failed to fetch metrics for N trial(s)" when an interrupted study's ResultGrid is built: trials that
+    # never reported have no result file. The toolkit reads the results itself and never uses that grid.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = False) -> int:
