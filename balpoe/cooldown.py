@@ -29,6 +29,11 @@ def cooldown_epochs(rung_epoch: int, fraction: float) -> int:
     return max(1, int(fraction * rung_epoch + 0.5))
 
 
+def cooldown_epochs_after(cooldowns: dict[int, int], epoch: int) -> int:
+    """The cool-down epochs still ahead of a trial that has reported `epoch` ({rung epoch: its cool-down})."""
+    return sum(length for rung, length in cooldowns.items() if rung > epoch)
+
+
 def in_trunk(epoch: int, config: Config) -> bool:
     """A cool-down makes sense only where the LR has not stepped yet; later rungs use the recipe as it is."""
     return epoch < config.step1 and config.step1 < config.epochs

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from balpoe.cooldown import cooldown_epochs
+from balpoe.cooldown import cooldown_epochs, cooldown_epochs_after
 
 from . import stats
 from .in_epoch import epoch_pace, is_current, silence_limit, trial_eta
@@ -190,7 +190,7 @@ class Experiment:
                          else math.nan,
                          "seconds_per_epoch": per_epoch,
                          "eta_s": trial_eta(position, epochs_run, planned, measured, now,
-                                            sum(e for r, e in self.cooldowns.items() if r > epochs_run)),
+                                            cooldown_epochs_after(self.cooldowns, epochs_run)),
                          "silent_s": max(0.0, silent) if not math.isnan(silent) else math.nan,
                          "last_report_s_ago": ago})
         return pd.DataFrame(rows, columns=RUNNING_COLUMNS)
@@ -241,8 +241,7 @@ def load_experiment(path: str | Location) -> Experiment:
         asha_stopped = set()
         damaged.append(f"{err}; trials ASHA stopped show as unfinished")
     trials = trials_table(files, settings, asha_stopped)
-    stop_epoch = settings.get("max_t") or settings.get("base", {}).get("epochs")
-    asha_rungs = stats.default_rungs(settings, stop_epoch) if settings.get("asha") else []
+    asha_rungs = stats.default_rungs(settings, settings.get("max_t")) if settings.get("asha") else []  # study.json
     experiment = Experiment(path=folder.resolve(), settings=settings, trials=trials, epochs=epochs_table(files),
                             rungs=rungs_table(files, asha_rungs), skipped_lines=sum(f.skipped_lines for f in files), damaged=damaged)
     return experiment

@@ -162,7 +162,7 @@ def check_report_folder(folder: Path, option: str) -> None:
 
 def written_by_report(folder: Path) -> set[str]:
     """The files an earlier report wrote in `folder`, as its manifest lists them (and the manifest itself);
-    none without a manifest of ours."""
+    every part a report writes for a report from before manifests; none otherwise."""
     record = read_small_json(folder / MANIFEST)
     if not (isinstance(record, dict) and record.get("format") == MANIFEST_FORMAT
             and isinstance(record.get("files"), list)):

@@ -22,7 +22,7 @@ from collections import deque
 
 from ray.tune import Callback
 
-from balpoe.cooldown import cooldown_epochs
+from balpoe.cooldown import cooldown_epochs, cooldown_epochs_after
 from balpoe.progress import format_duration
 from results.in_epoch import (InEpochProgress, capped, epoch_fraction_done, epoch_pace, format_eta, format_silence,
                               is_current, silence_limit, trial_eta)
@@ -176,7 +176,7 @@ class CompactProgress(Callback):
             measured = state["seconds"] or self.epoch_seconds
             eta = trial_eta(position, reported, self.planned,
                             statistics.median(measured) if measured else math.nan, now,
-                            cooldown_ahead=sum(e for r, e in self.cooldowns.items() if r > reported))
+                            cooldown_ahead=cooldown_epochs_after(self.cooldowns, reported))
             if not math.isnan(eta):
                 parts.append(f"eta {format_eta(eta)}")
         parts.append(f"{self.metric} best {best_value}")
