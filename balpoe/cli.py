@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from . import config as config_module
 from .config import TAU_RULE_INPUTS, Config, ConfigError
 from .datasets import DataError
 from .files import os_error_line, read_small_json, writable_folder_problem
-from .shell import shell_command
+from .shell import interpreter, shell_command
 
 SPLITS = ("train", "val", "test", "test_full")
 RUN_FILES = ("summary.csv", "model_best.pth", "metrics.json")  # with checkpoint-epoch*.pth: a run folder
@@ -47,7 +48,8 @@ class Parser(argparse.ArgumentParser):
             flags = named[1].split("/")
             typed = [f for f in flags if any(a == f or a.startswith(f + "=") for a in getattr(self, "given", ()))]
             message = f"{(typed or [f for f in flags if f.startswith('--')] or flags)[0]}: {named[2]}"
-        self.exit(2, f"error: {message}\n(`{self.prog} --help` lists the options)\n")
+        pasted = shlex.quote(interpreter()) + self.prog.removeprefix("python")  # works outside the venv too
+        self.exit(2, f"error: {message}\n(`{pasted} --help` lists the options)\n")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -289,9 +291,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
     results: dict = {"format": EVALUATION_FORMAT, "version": 1, "checkpoint": str(args.checkpoint),
                      "epoch": trainer.epoch}
     progress = [BatchProgress()]
-    predictions = {split: trainer.predict(split, callbacks=progress) for split in ("val", "test", "test_full")}
-    for split, (logits, labels) in predictions.items():
-        results.update(trainer.split_metrics(split, logits, labels))
+    predictions = trainer.predict_test_set(callbacks=progress)
+    for split in ("val", "test", "test_full"):
+        results.update(trainer.split_metrics(split, *predictions[split]))
     print(f"checkpoint {args.checkpoint} (epoch {trainer.epoch})")
     print(f"{'split':>10} {'acc':>7} {'bal':>7} {'many':>7} {'medium':>7} {'few':>7} {'ECE':>7} {'MCE':>7}")
     for split in ("val", "test", "test_full"):

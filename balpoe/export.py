@@ -38,6 +38,7 @@ FORMAT, VERSION = "balpoe-logits", 1
 MANIFEST = "manifest.json"
 SOURCES = {"train": "train set (long-tailed subset)", "val": "test set (validation part)",
            "test": "test set (reported part)", "test_full": "test set (whole)"}
+TEST_SET_SPLITS = ("val", "test", "test_full")  # parts of the test set, and the whole
 ARRAYS = ("logits", "labels", "indices")  # what each <split>.npz holds, and nothing else
 
 
@@ -92,7 +93,10 @@ def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, l
     folder = Path(output)
     check_export_folder(folder)
     config = trainer.config
-    sizes = {split: len(getattr(trainer.data, split)) for split in splits}
+    sizes = {split: len(getattr(trainer.data, split)) for split in splits}  # images forwarded for each
+    shared_pass = "test_full" in splits and [split for split in splits if split in TEST_SET_SPLITS]
+    if shared_pass:  # the first of them forwards the whole test set, the others none
+        sizes.update({split: 0 for split in shared_pass} | {shared_pass[0]: len(trainer.data.test_full)})
     manifest = {
         "format": FORMAT, "version": VERSION, "checkpoint": checkpoint_name or str(Path(checkpoint).resolve()),
         "checkpoint_sha256": sha256(checkpoint), "epoch": trainer.epoch, "splits": {},
@@ -106,10 +110,19 @@ def export_logits(trainer, checkpoint: str | Path, output: str | Path, splits, l
     }
     start, done = time.perf_counter(), 0
 
+    test_set = {}  # with test_full asked for, val and test come from its pass (the test set holds them)
+
+    def predicted(split: str):
+        if shared_pass and split in TEST_SET_SPLITS:
+            if not test_set:
+                test_set.update(trainer.predict_test_set(callbacks))
+            return test_set[split]
+        return trainer.predict(split, callbacks=callbacks)
+
     def write(target: Path) -> None:
         nonlocal done
         for split in splits:
-            logits, labels = trainer.predict(split, callbacks=callbacks)
+            logits, labels = predicted(split)
             arrays = {"logits": logits.numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64),
                       "indices": getattr(trainer.data, split).indices}
             atomic_write(target / f"{split}.npz", lambda tmp: _savez(tmp, arrays))

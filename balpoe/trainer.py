@@ -8,6 +8,7 @@ Lifecycle
     metrics |= trainer.evaluate("val")     # any split: "train", "val", "test", "test_full" (prefixed)
     metrics = trainer.run_epoch()          # the two above plus best-model tracking and timing
     final = trainer.final_metrics()        # test_* and test_full_* once training is done
+    logits = trainer.predict_test_set()    # val, test and test_full logits from one pass over the test set
     final = trainer.fit(callbacks)         # run_epoch until done, callbacks per epoch, final metrics
     state = trainer.state_dict()           # everything needed to continue bit-for-bit
 
@@ -208,6 +209,19 @@ class Trainer:
                 hook(self, split_name, done, total)
         return torch.cat(logits).cpu(), split.labels.cpu()
 
+    def predict_test_set(self, callbacks=None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """`predict` of val, test and test_full from one pass over the whole test set, which holds the
+        other two: one forward per image instead of two (`callbacks` see the phase "test_full")."""
+        logits, labels = self.predict("test_full", callbacks)
+        full = self.data.test_full.indices
+        row_of = np.empty(int(full.max()) + 1, dtype=np.int64)
+        row_of[full] = np.arange(len(full))
+        predictions = {"test_full": (logits, labels)}
+        for name in ("val", "test"):
+            rows = torch.from_numpy(row_of[getattr(self.data, name).indices])
+            predictions[name] = (logits[rows], labels[rows])
+        return predictions
+
     def evaluate(self, split_name: str, callbacks=None) -> dict[str, float]:
         """The ensemble's metrics and the per-expert diagnostics of a split, prefixed with its name
         (`callbacks` as in `predict`)."""
@@ -242,13 +256,14 @@ class Trainer:
         shift_* — the test-agnostic protocol — from the same pass of logits over the whole test set;
         per-expert diagnostics on both; ECE after temperature scaling fitted on validation
         (`temperature`, `*_ece_after_ts`), a comparison only: the reported metrics are the model's.
-        `callbacks` get every batch of the val, test and test_full passes (default None: those of the
-        `fit` under way, if any)."""
+        All from one pass over the test set (`predict_test_set`); `callbacks` get its batches (default
+        None: those of the `fit` under way, if any)."""
         final = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_" + MONITOR: self.best_metric}
-        temperature = fit_temperature(*self.predict("val", callbacks))
+        predictions = self.predict_test_set(callbacks)
+        temperature = fit_temperature(*predictions["val"])
         final["temperature"] = temperature
         for split in ("test", "test_full"):
-            logits, labels = self.predict(split, callbacks)
+            logits, labels = predictions[split]
             final.update(self.split_metrics(split, logits, labels))
             final[f"{split}_ece_after_ts"] = scores(logits.float().mean(dim=1) / temperature, labels,
                                                     self.data.class_counts)["ece"]

@@ -34,7 +34,7 @@ the report is $FOLDER/report/index.html (tables as CSV/Parquet/Markdown, figures
 
 Next:
 EOF
-next() { printf '  %-58s %s\n' "bash $0 $1" "$2"; }
+next() { printf '  %-58s # %s\n' "bash $(printf %q "$0") $1" "$2"; }   # a line that pastes as it is
 next "show $NAME" "the trials table again (while a study runs, too)"
 next "dashboard $NAME" "the live results page; it prints its address (Ctrl-C stops it)"
 next "search --preset smoke --num-samples 8" "a small search over mixup α and the experts' τ spread, with ASHA"

@@ -3,6 +3,8 @@
 τ_k = linspace(1 − δ, 1 + δ, K): the mean τ stays 1, so the ensemble stays unbiased for a uniform
 test prior whatever δ is (the paper's balanced-ensemble condition), and δ alone sets how far the
 head and tail experts specialise. δ = 1 with K = 3 is the paper's [0, 1, 2]; α = 0.4 its mixup.
+Above δ = 1 the head expert's τ is below 0 (tilted past plain cross-entropy toward the head): allowed on
+purpose, since the ensemble stays balanced for any δ.
 α and δ interact (mixup's calibration vs the experts' diversity), hence a joint search.
 """
 import numpy as np

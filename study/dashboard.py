@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         print("Ctrl-C stops the page (the experiment folders are only read)")
         wait_for_stop()
-        undeploy()
+        if args.address:  # a local Ray ends with the command, Serve with it (see driver.run_study)
+            undeploy()
         print("results page stopped")
         return 0
     finally:

@@ -133,7 +133,7 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
         return 1 if stopped_by_storage(settings.experiment_dir) else code  # the machine's fault, said already
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C now would only cut the clean-up short
-        if served:
-            dashboard.undeploy()
+        if served and args.address:  # our own Ray's shutdown ends Serve with it, and without Serve's own
+            dashboard.undeploy()      # stop, whose retried task Ray reports in its words
         ray.shutdown()
         sys.stdout.flush()

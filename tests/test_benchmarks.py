@@ -29,6 +29,7 @@ def run(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     ("epoch_speed.py", ["--threads", "-2"], "error: --threads: must be >= 1 (got -2)"),
     ("results_load.py", ["--epochs", "0"], "error: --epochs: must be >= 1 (got 0)"),
     ("eval_cost.py", ["--repeats", "0"], "error: --repeats: must be >= 1 (got 0)"),
+    ("final_eval.py", ["--test-per-class", "4"], "error: --test-per-class: must be >= 5 (got 4)"),
     ("gpu_packing.py", ["--epochs", "1"], "error: --epochs: must be >= 2 (got 1)"),
     ("gpu_packing.py", ["--data-dir", "/nonexistent"], "error: --data-dir: holds no cifar-100-python/ folder "
                                                         "(got '/nonexistent')"),
@@ -68,6 +69,13 @@ def test_eval_cost_prints_each_part():
     assert done.returncode == 0, done.stderr
     for part in ("ensemble metrics", "per-expert diagnostics", "temperature fit", "shift metrics"):
         assert re.search(rf"{part}.* {NUMBER} s$", done.stdout, re.M), part
+
+
+def test_final_eval_prints_the_images_it_forwards_and_its_time():
+    done = run("final_eval.py", "--test-per-class", "5", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    assert "images forwarded: test_full 500; 500 in all" in done.stdout  # each test image once
+    assert re.search(rf"^final_metrics: {NUMBER} s \({NUMBER} images/s\)$", done.stdout, re.M)
 
 
 def test_fashion_mnist_compare_prints_both_runs(tmp_path):

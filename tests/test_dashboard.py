@@ -157,6 +157,7 @@ def test_results_page_serves_tables_figures_and_nothing_else(storage, tmp_path):
         out = page.communicate(timeout=120)[0]
         watchdog.cancel()
     assert page.returncode == 0 and "results page stopped" in out, out
+    assert "(raylet)" not in out  # our words only
     with pytest.raises(OSError):
         OPENER.open(f"http://127.0.0.1:{port}/", timeout=5)
     assert folder_digest(storage) == before  # read-only

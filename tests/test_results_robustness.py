@@ -310,10 +310,12 @@ def test_a_baseline_has_an_empty_optuna_table_with_its_columns(tmp_path):
 
 def test_the_trials_view_shows_the_searched_tau_spread_beside_the_tau_list_it_made(tmp_path):
     from results.console import default_columns
-    exp = load_experiment(make_search(tmp_path / "search", points=((0.4, 1.0), (0.2, 0.5))))
+    exp = load_experiment(make_search(tmp_path / "search", points=((0.4, 1.0), (0.2, 0.5), (0.3, 1.25))))
     columns = default_columns(exp)
     assert columns.index("tau_spread") + 1 == columns.index("tau_list")
-    assert sorted(exp.trials["tau_spread"]) == [0.5, 1.0]
+    trials = exp.trials.sort_values("tau_spread")
+    assert list(trials["tau_spread"]) == [0.5, 1.0, 1.25]
+    assert list(trials["tau_list"]) == ["0.5;1;1.5", "0;1;2", "-0.25;1;2.25"]  # a τ below 0 as it is
 
 
 def test_time_columns_are_moments_in_utc(tmp_path):

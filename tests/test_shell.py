@@ -53,3 +53,20 @@ def test_the_trainers_printed_resume_command_parses_to_its_checkpoint(tmp_path):
     assert words[1:3] == ["-m", "balpoe"]
     again = trainer_parser().parse_args(words[3:])
     assert (again.command, again.resume) == ("train", str(run / "checkpoint-epoch1.pth"))
+
+
+@pytest.mark.parametrize("module, argv", [("study.run", ["search", "--max-t", "abc"]),
+                                          ("balpoe", ["train", "--lr", "x"])])
+def test_the_help_a_usage_error_points_to_runs_as_printed(module, argv, capsys):
+    """The pointer to --help after a mistake names this interpreter, so it runs outside the venv too."""
+    import subprocess
+    from balpoe.cli import build_parser as trainer_parser
+    parser = build_parser() if module == "study.run" else trainer_parser()
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(argv)
+    assert stopped.value.code == 2
+    hint = capsys.readouterr().err.splitlines()[-1]
+    words = shlex.split(hint[hint.index("`") + 1:hint.rindex("`")])
+    assert words == [interpreter(), "-m", module, argv[0], "--help"]
+    done = subprocess.run(words, capture_output=True, text=True, timeout=120)  # in this shell's PATH
+    assert done.returncode == 0 and argv[1] in done.stdout

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from balpoe.config import Config
+from balpoe.shell import interpreter
 from conftest import SMOKE, interrupted_cli
 from results import load_experiment
 from results.reader import read_trial, trial_folders
@@ -222,7 +224,7 @@ def test_crashed_trial_resumes_from_checkpoint_with_identical_results(tmp_path):
 
     space = tuner.param_space(settings)
     space["crash_marker"] = tune.grid_search([None, str(tmp_path / "crashed")])
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # its own Ray, never one running here
     results = tune.Tuner(tune.with_resources(crash_once_at_epoch_2, {"cpu": 1, "gpu": 0}), param_space=space,
                          run_config=tune.RunConfig(name="faults", storage_path=str(tmp_path), verbose=0,
                                                    failure_config=tune.FailureConfig(max_failures=1))).fit()
@@ -250,7 +252,8 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, c
         one_done = "1 running, 1 terminated" in line or (one_done and line.startswith("    "))
         return one_done and "epoch    2/2" in line  # the epoch under way: the first one is reported
     out = interrupted_cli(argv, ready)
-    assert "python -m study.run resume baseline-smoke" in out
+    printed = shlex.split(out.split("continue it with:\n", 1)[1].splitlines()[0])
+    assert printed[:5] == [interpreter(), "-m", "study.run", "resume", "baseline-smoke"]
     assert "Tuner.restore" not in out  # one instruction only: ours
     assert "Failed to fetch metrics" not in out  # Tune's grid of a trial not started, which we never read
     trials = reports(experiment)
@@ -258,7 +261,7 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(tmp_path, c
     finished_log = (experiment / finished / "result.json").read_text()
     assert sorted(len(rows) for rows in trials.values()) == [1, 2]
 
-    assert main(["resume", "baseline-smoke", "--storage-path", str(tmp_path), "--num-cpus", "2"]) == 0
+    assert main([*printed[3:], "--num-cpus", "2"]) == 0  # the command as printed, through the real parser
     trials = reports(experiment)
     assert all([r["epoch"] for r in rows] == [1, 2] for rows in trials.values())
     assert (experiment / finished / "result.json").read_text() == finished_log  # not re-run

@@ -9,7 +9,7 @@ import torch
 from balpoe.cli import main
 from balpoe.checkpoint import CheckpointError, RunFolder, load_checkpoint, save_checkpoint
 from balpoe.config import ConfigError
-from balpoe.trainer import Trainer
+from balpoe.trainer import EVAL_BATCH_SIZE, Trainer
 from conftest import tiny_config
 
 
@@ -52,6 +52,24 @@ def test_smoke_run_metrics(cifar10_dir, tmp_path):
     assert len(bins) == 15 and sum(count for count, _, _ in bins) == len(trainer.data.test_full)
     assert sum(n * abs(acc - conf) for n, conf, acc in bins if n) / len(trainer.data.test_full) == \
         pytest.approx(final["test_full_ece"])
+
+
+def test_end_of_training_forwards_each_test_image_once(cifar10_dir, tmp_path):
+    """val and test are parts of the test set: the final metrics take them from its one pass, and they
+    equal what a pass over each split gives."""
+    trainer = Trainer(tiny_config(cifar10_dir, tmp_path, epochs=1, warmup_epochs=0, step1=1, step2=1))
+    trainer.run_epoch(callbacks=())
+    forwarded = []
+    counter = type("Batches", (), {"on_batch_end": lambda self, t, phase, done, total: forwarded.append(phase)})()
+    final = trainer.final_metrics(callbacks=[counter])
+    assert set(forwarded) == {"test_full"} and len(forwarded) == -(-len(trainer.data.test_full) // EVAL_BATCH_SIZE)
+    predictions = trainer.predict_test_set(callbacks=())
+    for split in ("val", "test"):
+        logits, labels = trainer.predict(split, callbacks=())
+        assert torch.equal(predictions[split][1], labels)
+        assert torch.allclose(predictions[split][0], logits, atol=1e-5)
+    assert final["test_balanced_acc"] == pytest.approx(trainer.evaluate("test")["test_balanced_acc"])
+    assert final["test_full_ece"] == pytest.approx(trainer.evaluate("test_full")["test_full_ece"])
 
 
 def test_shift_metrics_every_n_epochs_when_asked(cifar10_dir, tmp_path):
