@@ -103,7 +103,7 @@ def parse_bool(text: str) -> bool:
 
 def recipe_options() -> dict[str, dict]:
     """Config field (or τ-rule input) -> flags, argparse type, help with its default."""
-    parsers = {"int": parse_int, "float": parse_float, "bool": parse_bool, "str": str, "list[float]": str}
+    parsers = {"int": parse_int, "float": parse_float, "bool": parse_bool, "str": str, "tuple[float, ...]": str}
     options = {}
     for name, kind in config_module.FIELD_TYPES.items():
         default, meta = config_module.field_default(name), config_module.field_meta(name)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .datasets import DATASET_NAMES, REGISTRY
 from .files import atomic_write
@@ -69,7 +69,7 @@ class Config(BaseModel):
     reduce_dimension: bool = option(False, "--reduce_dimension", "--reduce-dimension",
                                     official="arch.args.reduce_dimension", help="narrower expert stages")
     # loss: one logit-adjustment τ per expert; mean τ = 1 makes the ensemble balanced
-    tau_list: list[float] = option([0.0, 1.0, 2.0], "--tau_list", "--tau-list", official="loss.args.tau_list",
+    tau_list: tuple[float, ...] = option((0.0, 1.0, 2.0), "--tau_list", "--tau-list", official="loss.args.tau_list",
                                    help="τ per expert: '0;1;2', 'limits' or 'uniform' (with --tau_min/--tau_max)")
     mixup_alpha: float = option(0.4, "--mixup_alpha", "--mixup-alpha", official="combiner.mixup.alpha",
                                 ge=0, help="mixup α (0 disables mixup)")
@@ -113,6 +113,12 @@ class Config(BaseModel):
         except ValidationError as err:
             raise config_error(err.errors()[0]) from None
 
+    @field_validator("tau_list", mode="before")
+    @classmethod
+    def _taus_as_tuple(cls, value: Any) -> Any:
+        """JSON and the CLI give a list; a tuple cannot change, so one τ per expert stays true."""
+        return tuple(value) if isinstance(value, list) else value
+
     @model_validator(mode="after")
     def _fields_fit_together(self) -> "Config":
         def need(ok: bool, name: str, why: str) -> None:
@@ -149,10 +155,10 @@ FIELD_KINDS = {
     "float": "a finite number",
     "bool": "true or false (1/0 on the command line)",
     "str": "a non-empty string without control characters",
-    "list[float]": "a list of finite numbers",
+    "tuple[float, ...]": "a list of finite numbers",
 }
 FIELD_NAMES = tuple(Config.model_fields)
-# field -> its annotation as written (`float`, `list[float]`)
+# field -> its annotation as written (`float`, `tuple[float, ...]`)
 FIELD_TYPES = {name: getattr(spec.annotation, "__name__", None) if isinstance(spec.annotation, type)
                else str(spec.annotation) for name, spec in Config.model_fields.items()}
 FLOAT_FIELDS = tuple(name for name, kind in FIELD_TYPES.items() if kind == "float")
@@ -173,8 +179,13 @@ def field_meta(name: str) -> dict[str, Any]:
 
 def describe_bounds(name: str) -> str | None:
     """A field's range as the error messages say it: `> 0`, `>= 1`, `in (0, 1]`, `in [0, 4294967295]`."""
+    return bounds_text(Config.model_fields[name].metadata)
+
+
+def bounds_text(metadata) -> str | None:
+    """`describe_bounds` of any pydantic field's metadata (its Ge/Gt/Le/Lt constraints)."""
     limits = {}
-    for item in Config.model_fields[name].metadata:
+    for item in metadata:
         for kind, (symbol, attr) in _BOUND_SYMBOLS.items():
             if isinstance(item, kind):
                 limits[symbol] = _number(getattr(item, attr))

@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from arguments import at_least, refuse  # noqa: E402
 from balpoe.config import Config, ConfigError  # noqa: E402
-from results.stats import asha_rungs, spearman  # noqa: E402
+from results.settings import asha_rungs  # noqa: E402
+from results.stats import spearman  # noqa: E402
 from search_spaces import get_space, resolve_ranges  # noqa: E402
 
 SPACE = "alpha_tau"

@@ -38,7 +38,7 @@ from .console import default_columns
 from .experiment import Experiment
 from .html import experiment_context, render, stamp, table_view
 from .in_epoch import capped, format_eta, format_silence
-from .optuna_db import dashboard_command
+from .storage_urls import dashboard_command
 from .reader import printable
 from .snapshots import NotAnExperiment, Snapshot, Snapshots
 from .storage import Location, location

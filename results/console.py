@@ -58,7 +58,7 @@ def progress_text(p: dict) -> str:
 
 def compute_text(exp: Experiment) -> str:
     """What the study trained, in epochs, against the same trials without ASHA ("" without ASHA)."""
-    if not exp.settings.get("asha") or exp.trials.empty:
+    if not (exp.settings and exp.settings.asha) or exp.trials.empty:
         return ""
     spent = exp.compute()
     cooled = f" + {spent['cooldown_epochs']:.0f} in cool-downs" if spent["cooldown_epochs"] else ""

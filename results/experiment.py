@@ -22,16 +22,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from balpoe.cooldown import cooldown_epochs, cooldown_epochs_after
+from balpoe.cooldown import cooldown_epochs_after
 
 from . import stats
 from .in_epoch import epoch_pace, is_current, silence_limit, trial_eta
-from .optuna_db import (StorageError, driver_message, folder_storage_url, journal_path, open_storage, shown_url,
-                        sqlite_path)
+from .optuna_db import StorageError, driver_message, open_storage
 from .reader import (OPTUNA_FILE, DamagedFile, ExperimentError, TrialFiles,
-                     check_experiment_folder, present, read_asha_stopped, read_progress, read_settings,
+                     check_experiment_folder, anything_at, read_asha_stopped, read_progress, read_settings,
                      read_trial, trial_folders)
+from .settings import DEFAULT_OBJECTIVES, RankedByObjectives, StudySettings
 from .storage import Location, StorePath, location
+from .storage_urls import folder_storage_url, journal_path, shown_url, sqlite_path
 from .tables import STATUSES, epochs_table, rungs_table, trials_table
 
 RUNNING_COLUMNS = ["trial_id", "state", "epoch", "epochs", "position", "phase", "batches_done", "batches_total",
@@ -39,9 +40,9 @@ RUNNING_COLUMNS = ["trial_id", "state", "epoch", "epochs", "position", "phase", 
 
 
 @dataclass
-class Experiment:
+class Experiment(RankedByObjectives):
     path: Location
-    settings: dict                     # study.json ({} for a plain Tune experiment)
+    settings: StudySettings | None     # study.json (None for a plain Tune experiment)
     trials: pd.DataFrame
     epochs: pd.DataFrame
     rungs: pd.DataFrame
@@ -55,35 +56,23 @@ class Experiment:
 
     @property
     def kind(self) -> str:
-        return self.settings.get("kind", "tune")
+        return self.settings.kind if self.settings else "tune"
 
     @property
-    def objectives(self) -> list[list[str]]:
-        return [list(o) for o in self.settings.get("objectives") or [["val_balanced_acc", "max"]]]
-
-    @property
-    def metric(self) -> str:
-        return self.objectives[0][0]
-
-    @property
-    def mode(self) -> str:
-        return self.objectives[0][1]
+    def objectives(self) -> tuple[tuple[str, str], ...]:
+        return self.settings.objectives if self.settings else DEFAULT_OBJECTIVES
 
     @property
     def stop_epoch(self) -> int | None:
-        """The epoch trials end at: `--max-t` when the study set one, else the recipe's last."""
-        epochs = self.settings.get("max_t") or self.settings.get("base", {}).get("epochs")
-        if epochs is None and len(self.trials):
-            epochs = self.trials["stop_epoch"].dropna().max()
-        return None if epochs is None or (isinstance(epochs, float) and math.isnan(epochs)) else int(epochs)
+        """The epoch trials end at: the study's, else (a plain Tune folder) the latest its trials name."""
+        if self.settings:
+            return self.settings.stop_epoch
+        epochs = self.trials["stop_epoch"].dropna().max() if len(self.trials) else math.nan
+        return None if pd.isna(epochs) else int(epochs)
 
     @property
     def expected_trials(self) -> int:
-        if self.kind == "baseline":
-            return len(self.settings.get("seeds") or [1])
-        if self.kind == "search":
-            return int(self.settings.get("num_samples", len(self.trials)))
-        return len(self.trials)
+        return self.settings.expected_trials if self.settings else len(self.trials)
 
     def warnings(self) -> list[str]:
         """What the reader could not take as written, one line each: damaged experiment records, and
@@ -132,11 +121,7 @@ class Experiment:
     @property
     def cooldowns(self) -> dict[int, int]:
         """Cool-down epochs at each cool-down rung of the study ({} with trunk rungs or without ASHA)."""
-        settings = self.settings
-        if settings.get("fidelity") != "cooldown" or not settings.get("asha"):
-            return {}
-        step1, fraction = settings.get("base", {}).get("step1"), settings.get("cooldown_fraction")
-        return {r: cooldown_epochs(r, fraction) for r in stats.default_rungs(settings, self.stop_epoch) if r < step1}
+        return self.settings.cooldowns if self.settings else {}
 
     def compute(self) -> dict:
         return stats.compute_spent(self.trials, self.rungs, self.stop_epoch)
@@ -145,8 +130,8 @@ class Experiment:
         """Finished trials no other finished trial beats on every objective (multi-objective searches)."""
         from .tables import pareto_front
         finished = self.trials["status"] == "finished"
-        present = [m for m, _ in self.objectives if m in self.trials.columns]
-        if len(present) < len(self.objectives) or not finished.any():
+        reported = [m for m, _ in self.objectives if m in self.trials.columns]
+        if len(reported) < len(self.objectives) or not finished.any():
             return pd.Series(False, index=self.trials.index)
         return pareto_front(self.trials[finished], self.objectives).reindex(self.trials.index, fill_value=False)
 
@@ -207,8 +192,8 @@ class Experiment:
         SQLite URL; None when there is none (not a search, or nothing recorded yet)."""
         if self.kind != "search":
             return None
-        if self.settings.get("optuna_storage"):
-            return self.settings["optuna_storage"]
+        if self.settings.optuna_storage:
+            return self.settings.optuna_storage
         record = self.path / OPTUNA_FILE
         if not record.exists():
             return None
@@ -219,8 +204,10 @@ class Experiment:
         """The search's Optuna study (number, state, values, params), from `optuna.db` or the database its
         `--optuna-storage` names; empty when there is none."""
         if self._optuna is None:
-            self._optuna = read_optuna(self.settings.get("optuna_storage") or self.path / OPTUNA_FILE,
-                                       self.settings.get("name", self.name), [m for m, _ in self.objectives])
+            storage = self.settings.optuna_storage if self.settings else None
+            self._optuna = read_optuna(storage or self.path / OPTUNA_FILE,
+                                       self.settings.name if self.settings else self.name,
+                                       [m for m, _ in self.objectives])
         return self._optuna
 
 
@@ -241,15 +228,15 @@ def load_experiment(path: str | Location) -> Experiment:
         asha_stopped = set()
         damaged.append(f"{err}; trials ASHA stopped show as unfinished")
     trials = trials_table(files, settings, asha_stopped)
-    asha_rungs = stats.default_rungs(settings, settings.get("max_t")) if settings.get("asha") else []  # study.json
     experiment = Experiment(path=folder.resolve(), settings=settings, trials=trials, epochs=epochs_table(files),
-                            rungs=rungs_table(files, asha_rungs), skipped_lines=sum(f.skipped_lines for f in files), damaged=damaged)
+                            rungs=rungs_table(files, settings.asha_rungs if settings else ()),
+                            skipped_lines=sum(f.skipped_lines for f in files), damaged=damaged)
     return experiment
 
 
 def _vanished(trial: TrialFiles) -> bool:
     """A trial folder removed between listing and reading: nothing was read and it is gone."""
-    return not (trial.rows or trial.params or trial.failures or trial.damaged) and not present(trial.folder)
+    return not (trial.rows or trial.params or trial.failures or trial.damaged) and not anything_at(trial.folder)
 
 
 def no_optuna_trials(objectives: list[str]) -> pd.DataFrame:

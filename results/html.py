@@ -17,7 +17,7 @@ import jinja2
 import pandas as pd
 
 from .experiment import Experiment
-from .optuna_db import hide_password, shown_url
+from .storage_urls import hide_password, shown_url
 from .reader import printable
 from .stats import config_columns, is_canonical
 
@@ -101,9 +101,10 @@ def experiment_context(exp: Experiment, tables: dict, figure_srcs: dict, skipped
     if trials_table is None and not trials.empty:
         trials_table = table_view(trials[default_columns(exp, trials)], max_rows=25, more_note=" in the tables")
     fidelity = tables.get("asha_fidelity")
-    versions = exp.settings.get("versions", {})
-    storage = exp.settings.get("optuna_storage")  # shown without its password, wherever it appears
-    shown_settings = {**exp.settings, **({"optuna_storage": shown_url(storage)} if storage else {})}
+    recorded = exp.settings.model_dump(mode="json") if exp.settings else {}
+    versions = recorded.get("versions", {})
+    storage = recorded.get("optuna_storage")  # shown without its password, wherever it appears
+    shown_settings = {**recorded, **({"optuna_storage": shown_url(storage)} if storage else {})}
     return {
         "title": f"{exp.name} — BalPoE study", "status": status_text(exp),
         "exp": {"name": exp.name, "kind": exp.kind, "path": str(exp.path), "skipped_lines": exp.skipped_lines},

@@ -274,7 +274,7 @@ def _mtime(path: Location) -> float:
     return info.st_mtime if stat.S_ISREG(info.st_mode) else math.nan
 
 
-def present(path: Location) -> bool:
+def anything_at(path: Location) -> bool:
     """Whether anything is at `path`; something that cannot even be looked at counts (it is damaged)."""
     try:
         path.lstat()
@@ -293,7 +293,7 @@ def trial_folders(folder: Location) -> list[Location]:
         raise ExperimentError(f"{folder}: no such folder (it was removed while being read)") from None
     except OSError as err:
         raise ExperimentError(f"{folder}: cannot be read ({err.strerror or err})") from None
-    trials = [p for p in entries if _is_folder(p) and (present(p / PARAMS_FILE) or present(p / RESULT_FILE))]
+    trials = [p for p in entries if _is_folder(p) and (anything_at(p / PARAMS_FILE) or anything_at(p / RESULT_FILE))]
     return sorted(trials, key=lambda p: p.name)
 
 
@@ -313,19 +313,19 @@ def check_experiment_folder(folder: Location) -> None:
         raise ExperimentError(f"{folder}: cannot be read ({err.strerror or err})") from None
     if not stat.S_ISDIR(info.st_mode):
         raise ExperimentError(f"{folder}: not a folder")
-    if present(folder / SETTINGS_FILE) or any(folder.glob(EXPERIMENT_STATE_GLOB)) or trial_folders(folder):
+    if anything_at(folder / SETTINGS_FILE) or any(folder.glob(EXPERIMENT_STATE_GLOB)) or trial_folders(folder):
         return
     raise NoExperimentThere(f"{folder}: not an experiment folder (no {SETTINGS_FILE}, no Tune experiment state, "
                           f"no trial folders)")
 
 
-def read_settings(folder: Location) -> dict:
-    """`study.json`, read and checked through the one model of it (`results.settings`), as a plain dict
-    ({} for a plain Tune experiment without one)."""
-    if not present(folder / SETTINGS_FILE):
-        return {}
+def read_settings(folder: Location) -> StudySettings | None:
+    """`study.json`, read and checked through the one model of it (`results.settings`); None for a plain
+    Tune experiment without one."""
+    if not anything_at(folder / SETTINGS_FILE):
+        return None
     try:
-        return StudySettings.load(folder).model_dump(mode="json")
+        return StudySettings.load(folder)
     except StudyError as err:
         raise ExperimentError(str(err).removeprefix(f"{SETTINGS_FILE}: ")) from None
 

@@ -5,20 +5,22 @@ fields fit together) and never changed afterwards: resolution (defaults, resourc
 before it is built, or returns a new one (`with_changes`). The driver writes it into the experiment
 folder before any trial starts, so a study folder describes itself (recipe, space, scheduler,
 resources, versions), and `resume`, `show`, `report` and the live page all read it back through here.
+The defaults the driver resolves (first rung, TPE's start-up trials) live with the driver
+(`study/settings.py`); `StudyError` lives here because the model raises it.
 """
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from balpoe.config import UINT32_MAX, Config, ConfigError, config_error
-from balpoe.cooldown import in_trunk
+from balpoe.config import UINT32_MAX, Config, ConfigError, bounds_text, config_error
+from balpoe.cooldown import cooldown_epochs, in_trunk
 from search_spaces import SpaceError, get_space, resolve_ranges
 
-from .optuna_db import hide_password, storage_url_problem
+from .storage_urls import hide_password, storage_url_problem
 from .storage import Location, join, location
 
 SETTINGS_FILE = "study.json"
@@ -38,37 +40,75 @@ def known_mode(metric: str) -> str | None:
     return MODES.get(metric.rpartition("_")[2])
 
 
+def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
+    """ASHA's milestones for one bracket: grace · rf^k up to max_t (Ray's formula)."""
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1 + 1e-9)
+    return [int(grace_period * reduction_factor ** k) for k in range(count)]
+
+
+class FrozenMapping(dict):
+    """A dict that refuses changes, for the mappings of a frozen model (pydantic freezes the fields, not
+    what they hold). A dict subclass, so pydantic validates and dumps it, and pickling keeps it whole."""
+
+    def _refuse(self, *args: Any, **kwargs: Any):
+        raise TypeError("study settings cannot change: build new ones with with_changes()")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self):
+        return FrozenMapping, (dict(self),)
+
+
 class StudyError(ValueError):
     """Bad study input; the message names the option. Raised before Ray starts."""
 
 
-class StudySettings(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+class RankedByObjectives:
+    """`metric` and `mode`: the first of the `objectives`, which ranks trials and drives ASHA (for a study's
+    settings and for an experiment read back, which may have none)."""
+
+    @property
+    def metric(self) -> str:
+        return self.objectives[0][0]
+
+    @property
+    def mode(self) -> str:
+        return self.objectives[0][1]
+
+
+Seed = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+GPUS_PER_TRIAL = "a trial trains on one device, so 1, a fraction (0.25 packs 4 trials on a GPU) or 0 for CPU-only trials"
+
+
+class StudySettings(RankedByObjectives, BaseModel):
+    """Each single-field bound is declared on its field (the option it belongs to is named in the
+    error: `--num-samples: must be >= 1 (got 0)`); `_check` holds what fields say together."""
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["baseline", "search"]
     name: str
     storage_path: str                                  # absolute folder, or an object store's URI (s3://…)
     base: Config                                       # the recipe every trial starts from
-    seeds: tuple[int, ...] = (1,)
+    seeds: tuple[Seed, ...] = (1,)
     space: str | None = None
     ranges: dict[str, tuple[float, float]] = {}
     objectives: tuple[tuple[str, str], ...] = DEFAULT_OBJECTIVES
-    num_samples: int = 1
-    max_concurrent: int | None = None
-    sampler_seed: int = 0
+    num_samples: int = Field(1, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    sampler_seed: Seed = 0
     asha: bool = True
-    grace_period: int | None = None                    # first ASHA rung (resolved: default_grace_period)
-    reduction_factor: int = 2
+    grace_period: int | None = Field(None, ge=1)      # first ASHA rung (resolved: default_grace_period)
+    reduction_factor: int = Field(2, ge=2)
     fidelity: Literal["trunk", "cooldown"] = "trunk"  # what ASHA ranks at a rung in the LR trunk
-    cooldown_fraction: float | None = None             # cool-down epochs per rung epoch (resolved)
+    cooldown_fraction: float | None = Field(None, gt=0, le=1, description="cool-down epochs per rung epoch")
     max_t: int                                         # the epoch every trial stops at (resolved)
-    startup_trials: int | None = None                  # TPE's random start-up trials (searches; resolved)
-    cpus_per_trial: float | None = None                # None until the cluster's size is known
-    gpus_per_trial: float | None = None
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
-    max_failures: int = 2
-    min_free_mb: float = 200.0                         # stop cleanly (resumable) below this much free disk
+    startup_trials: int | None = Field(None, ge=1)    # TPE's random start-up trials (searches; resolved)
+    cpus_per_trial: float | None = Field(None, gt=0)  # None until the cluster's size is known
+    gpus_per_trial: float | None = Field(None, ge=0, le=1, description=GPUS_PER_TRIAL)
+    checkpoint_every: int = Field(10, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0)
+    min_free_mb: float = Field(200.0, ge=0)            # stop cleanly (resumable) below this much free disk
     optuna_storage: str | None = None                  # Optuna's record elsewhere (searches); None: optuna.db here
     versions: dict[str, Any] = {}
 
@@ -77,6 +117,23 @@ class StudySettings(BaseModel):
             super().__init__(**values)
         except ValidationError as err:
             raise settings_error(err) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_ranges(cls, values: Any) -> Any:
+        """A search's ranges, resolved here once: the space's own with the `--range` overrides applied."""
+        if not isinstance(values, dict) or values.get("kind") != "search":
+            return values
+        try:
+            space = get_space(values.get("space") or "")
+            return {**values, "ranges": resolve_ranges(space, values.get("ranges") or {})}
+        except SpaceError as err:
+            raise StudyError(str(err)) from None
+
+    @field_validator("ranges", "versions")
+    @classmethod
+    def _frozen_mapping(cls, value: dict) -> FrozenMapping:
+        return FrozenMapping(value)
 
     @field_validator("seeds", "objectives", "ranges", mode="before")
     @classmethod
@@ -105,27 +162,30 @@ class StudySettings(BaseModel):
         return len(self.seeds) if self.kind == "baseline" else self.num_samples
 
     @property
-    def metric(self) -> str:
-        return self.objectives[0][0]
-
-    @property
-    def mode(self) -> str:
-        return self.objectives[0][1]
-
-    @property
     def asha_metric(self) -> str:
         """The key ASHA decides on: with cool-down rungs, the cooled score at a cool-down rung and the
         trunk's elsewhere (`rung_METRIC`, reported by every epoch); else the objective itself."""
         return RUNG_PREFIX + self.metric if self.fidelity == "cooldown" else self.metric
 
     @property
+    def asha_rungs(self) -> tuple[int, ...]:
+        """Where ASHA decides: its rungs before the stop epoch (() without ASHA)."""
+        if not self.asha:
+            return ()
+        return tuple(r for r in asha_rungs(self.grace_period, self.reduction_factor, self.max_t) if r < self.max_t)
+
+    @property
     def cooldown_rungs(self) -> tuple[int, ...]:
         """The ASHA rungs that are scored by a cool-down: those in the LR trunk, with cool-down fidelity."""
         if not self.asha or self.fidelity != "cooldown":
             return ()
-        from .stats import asha_rungs
         return tuple(r for r in asha_rungs(self.grace_period, self.reduction_factor, self.max_t)
                      if in_trunk(r, self.base))
+
+    @property
+    def cooldowns(self) -> dict[int, int]:
+        """Cool-down epochs at each cool-down rung ({} with trunk rungs or without ASHA)."""
+        return {r: cooldown_epochs(r, self.cooldown_fraction) for r in self.cooldown_rungs}
 
     def with_changes(self, **changes: Any) -> "StudySettings":
         """A new, checked settings object with `changes` (the recipe object is reused, not rebuilt)."""
@@ -140,63 +200,27 @@ class StudySettings(BaseModel):
                              f"characters, at most 200 bytes (got {self.name!r:.80})")
         if self.kind == "baseline" and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise StudyError(f"--seeds: need one or more distinct seeds (got {list(self.seeds)})")
-        for seed in self.seeds:
-            if not 0 <= seed <= UINT32_MAX:
-                raise StudyError(f"--seeds: every seed must be in [0, {UINT32_MAX}] (got {seed})")
-        if not 0 <= self.sampler_seed <= UINT32_MAX:
-            raise StudyError(f"--sampler-seed: must be in [0, {UINT32_MAX}] (got {self.sampler_seed})")
         if self.kind == "search":
-            try:
-                space = get_space(self.space or "")
-                resolve_ranges(space, self.ranges)
-            except SpaceError as err:
-                raise StudyError(str(err)) from None
-            if set(self.ranges) != set(space.PARAMS):
-                raise StudyError(f"--range: the space {self.space} searches {', '.join(space.PARAMS)} "
-                                 f"(got ranges for {', '.join(self.ranges) or 'none'})")
-            if self.startup_trials is None or self.startup_trials < 1:
-                raise StudyError(f"--startup-trials: must be >= 1 (got {self.startup_trials})")
-        if self.num_samples < 1:
-            raise StudyError(f"--num-samples: must be >= 1 (got {self.num_samples})")
+            if self.startup_trials is None:
+                raise StudyError("--startup-trials: a search needs its random start-up trials (got none)")
         if self.optuna_storage is not None:
             problem = storage_url_problem(self.optuna_storage) if self.kind == "search" else \
                 "only searches keep an Optuna record"
             if problem:
                 raise StudyError(f"--optuna-storage: {problem}")
         self._check_objectives()
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise StudyError(f"--max-concurrent: must be >= 1 (got {self.max_concurrent})")
         if not 1 <= self.max_t <= self.base.epochs:
             raise StudyError(f"--max-t: must be in [1, epochs={self.base.epochs}] (got {self.max_t})")
         if self.asha and self.grace_period is None:
             raise StudyError("--grace-period: ASHA needs its first rung (got none)")
-        if self.grace_period is not None and self.grace_period < 1:
-            raise StudyError(f"--grace-period: must be >= 1 epoch (got {self.grace_period})")
         if self.asha and not self.grace_period <= self.max_t:
             raise StudyError(f"--grace-period: {self.grace_period} is beyond the {self.max_t} epochs a trial runs; "
                              f"choose 1…{self.max_t} or --no-asha")
-        if self.reduction_factor < 2:
-            raise StudyError(f"--reduction-factor: must be >= 2 (got {self.reduction_factor})")
         self._check_fidelity()
-        gpus = self.gpus_per_trial
-        if gpus is not None and not (math.isfinite(gpus) and 0 <= gpus <= 1):
-            raise StudyError(f"--gpus-per-trial: a trial trains on one device, so 1, a fraction (0.25 packs 4 "
-                             f"trials on a GPU) or 0 for CPU-only trials (got {gpus:g})")
-        if self.cpus_per_trial is not None and not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
-            raise StudyError(f"--cpus-per-trial: must be a number > 0 (got {self.cpus_per_trial})")
-        for option, value, least in (("--checkpoint-every", self.checkpoint_every, 1),
-                                     ("--keep-checkpoints", self.keep_checkpoints, 1),
-                                     ("--max-failures", self.max_failures, 0),
-                                     ("--min-free-mb", self.min_free_mb, 0)):
-            if not (math.isfinite(value) and value >= least):
-                raise StudyError(f"{option}: must be >= {least} (got {value})")
         return self
 
     def _check_fidelity(self) -> None:
-        fraction = self.cooldown_fraction
-        if fraction is not None and not (math.isfinite(fraction) and 0 < fraction <= 1):
-            raise StudyError(f"--cooldown-fraction: cool-down epochs per rung epoch, in (0, 1] (got {fraction})")
-        if self.fidelity == "cooldown" and fraction is None:
+        if self.fidelity == "cooldown" and self.cooldown_fraction is None:
             raise StudyError("--cooldown-fraction: cool-down rungs need their length (got none)")
         if self.fidelity == "cooldown" and self.asha and not self.cooldown_rungs:
             raise StudyError(f"--fidelity: cooldown scores the ASHA rungs before the first LR step (epoch "
@@ -254,22 +278,27 @@ class StudySettings(BaseModel):
                              f"the study again under a new --name") from None
         if not isinstance(values, dict):
             raise StudyError(f"{SETTINGS_FILE}: {path} must hold a mapping (got {type(values).__name__})")
-        unknown = sorted(map(str, set(values) - set(cls.model_fields)))
-        if unknown:
-            raise StudyError(f"{SETTINGS_FILE}: unknown key(s) {', '.join(unknown)} in {path}; was it written by "
-                             f"a newer version of the toolkit?")
-        missing = [name for name, spec in cls.model_fields.items() if spec.is_required() and name not in values]
-        if missing:
-            raise StudyError(f"{SETTINGS_FILE}: {path} lacks {', '.join(missing)}; restore it from a copy")
         try:
             return cls(**values)
         except (StudyError, ConfigError) as err:
             raise StudyError(f"{SETTINGS_FILE}: {path} holds an impossible setting: {err}") from None
 
 
+BOUND_TYPES = ("greater_than_equal", "greater_than", "less_than_equal", "less_than", "finite_number")
+
+
+def _constraints(spec, of_item: bool) -> list:
+    """A field's bounds, or (`of_item`) those of the items of a `tuple[Annotated[…], ...]` field."""
+    if not of_item:
+        return spec.metadata
+    item = get_args(spec.annotation)[0]
+    return [bound for info in getattr(item, "__metadata__", ()) for bound in getattr(info, "metadata", ())]
+
+
 def settings_error(err: ValidationError) -> ValueError:
     """Pydantic's first complaint in our words, naming the field (and the recipe field inside `base`)."""
-    first = err.errors()[0]
+    errors = err.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # a renamed key: the new name
     original = (first.get("ctx") or {}).get("error")
     if isinstance(original, (StudyError, ConfigError)):
         return original
@@ -277,10 +306,17 @@ def settings_error(err: ValidationError) -> ValueError:
     if loc and loc[0] == "base" and len(loc) > 1:
         return config_error({**first, "loc": first["loc"][1:]})
     field = ".".join(loc)
+    if first["type"] in BOUND_TYPES and loc[0] in StudySettings.model_fields:  # out of its field's range
+        spec = StudySettings.model_fields[loc[0]]
+        must = "a finite number" if first["type"] == "finite_number" else bounds_text(_constraints(spec, len(loc) > 1))
+        why = f"; {spec.description}" if spec.description else ""
+        value = first["input"]
+        shown = f"{value:g}" if isinstance(value, float) else _shown(value)
+        return StudyError(f"--{loc[0].replace('_', '-')}: must be {must}{why} (got {shown})")
     if first["type"] == "missing":
-        return StudyError(f"{field}: missing")
+        return StudyError(f"{field}: missing; restore {SETTINGS_FILE} from a copy")
     if first["type"] == "extra_forbidden":
-        return StudyError(f"unknown setting {field}")
+        return StudyError(f"{field}: unknown setting; was it written by a newer version of the toolkit?")
     expected = first["msg"].removeprefix("Input should be ")
     return StudyError(f"{field}: must be {expected} (got {_shown(first['input'])})")
 
@@ -288,23 +324,3 @@ def settings_error(err: ValidationError) -> ValueError:
 def _shown(value: Any, limit: int = 80) -> str:
     text = hide_password(repr(value))  # an --optuna-storage URL may hold one
     return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def default_startup_trials(num_samples: int) -> int:
-    """TPE samples at random until this many trials exist. Optuna's 10 would leave a 16-trial search
-    almost nothing to model; a fifth of the budget (2…10) keeps some exploration at any size."""
-    return max(2, min(10, num_samples // 5))
-
-
-def default_cooldown_grace_period(config: Config, stop_epoch: int) -> int:
-    """With cool-down rungs, the first rung at a tenth of the schedule (20 of 200), the earliest rung
-    that `benchmarks/fidelity.py` scores (docs/studies.md, "Cool-down rungs")."""
-    return max(1, min(config.epochs, stop_epoch) // 10)
-
-
-def default_grace_period(config: Config, stop_epoch: int) -> int:
-    """First ASHA rung just after the first LR step has settled (165 of 200 for the recipe): before the
-    step, scores rank trials poorly and favour small mixup α (see docs/studies.md, "ASHA on a step
-    schedule"). When trials stop before that (`--max-t`), halfway to their stop."""
-    after_step = min(config.epochs, config.step1 + max(1, config.epochs // 40))
-    return after_step if after_step < stop_epoch else max(1, stop_epoch // 2)

@@ -41,8 +41,10 @@ class NotAnExperiment(Exception):
     """The folder is gone, or holds no experiment: the page does not list it."""
 
 
-class Memo:
-    """Values computed once per key, however many threads ask at once; a failure is not kept."""
+class OncePerKey:
+    """Values computed once per key, however many threads ask at once; a failure is not kept.
+
+    Not `functools.cache`: it caches one function (each view brings its own `make`) and may compute twice at once."""
 
     def __init__(self):
         self._values: dict = {}
@@ -60,9 +62,11 @@ class Memo:
             return self._values[key]
 
 
-class ThisSecond:
+class OncePerSecond:
     """The last value made for each key, kept while the clock stays in the same second: the pages show
-    times to the second, so within one second a page drawn from the same reading is the same page."""
+    times to the second, so within one second a page drawn from the same reading is the same page.
+
+    Not `functools.lru_cache`: it has no expiry, and a page must be drawn again each second."""
 
     def __init__(self):
         self._values: dict = {}
@@ -92,8 +96,8 @@ class Snapshot:
     problem: str = ""
     pending: bool = False               # a placeholder: the folder's first reading is under way
     not_an_experiment: bool = False     # the folder holds no experiment (the page does not list it)
-    views: Memo = field(default_factory=Memo)
-    pages: ThisSecond = field(default_factory=ThisSecond)
+    views: OncePerKey = field(default_factory=OncePerKey)
+    pages: OncePerSecond = field(default_factory=OncePerSecond)
     checked: float = -math.inf          # time.monotonic() when the fingerprint last matched the folder
 
     def view(self, key, make: Callable):

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .settings import known_mode
+from .settings import StudySettings, known_mode
 
 # Published BalPoE figures, CIFAR-100-LT IR 100, 3 experts, τ 0/1/2, mixup α 0.4, 200 epochs, in %.
 # Accuracy/ECE/MCE: the paper's Tables 2–3 (5 seeds); many/medium/few: an independent reproduction;
@@ -204,22 +204,14 @@ def spearman(a, b) -> float:
         return float(scipy_stats.spearmanr(np.asarray(a, dtype=float), np.asarray(b, dtype=float)).statistic)
 
 
-def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
-    """ASHA's milestones for one bracket: grace · rf^k up to max_t (Ray's formula)."""
-    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1 + 1e-9)
-    return [int(grace_period * reduction_factor ** k) for k in range(count)]
-
-
-def default_rungs(settings: dict, stop_epoch: int | None) -> list[int]:
-    """The study's own ASHA rungs; for a study without ASHA, the epoch quartiles (what a rung there
-    would have seen). Rungs at the stop epoch are left out: they rank the final score itself."""
+def default_rungs(settings: StudySettings | None, stop_epoch: int | None) -> list[int]:
+    """The study's own ASHA rungs; for a study without ASHA (or a plain Tune folder), the epoch quartiles
+    (what a rung there would have seen). Rungs at the stop epoch are left out: they rank the final score."""
     if not stop_epoch:
         return []
-    if settings.get("asha") and settings.get("grace_period"):
-        rungs = asha_rungs(int(settings["grace_period"]), int(settings.get("reduction_factor", 2)), stop_epoch)
-    else:
-        rungs = sorted({max(1, stop_epoch * q // 4) for q in (1, 2, 3)})
-    return [r for r in rungs if r < stop_epoch]
+    if settings is not None and settings.asha:
+        return list(settings.asha_rungs)
+    return [r for r in sorted({max(1, stop_epoch * q // 4) for q in (1, 2, 3)}) if r < stop_epoch]
 
 
 def asha_fidelity(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, rungs: list[int],

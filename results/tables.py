@@ -16,7 +16,8 @@ from balpoe.cooldown import COOLED_PREFIX
 
 from .context import CONTEXT_KEYS
 from .reader import PARAMS_FILE, TrialFiles, is_count
-from .settings import RUNG_PREFIX
+from .settings import DEFAULT_OBJECTIVES, RUNG_PREFIX, StudySettings
+from .trial_params import TrialParams
 
 STATUSES = ("finished", "asha_stopped", "unfinished", "errored")
 # config values every trials table shows, varying or not: they say what was trained
@@ -45,20 +46,20 @@ TEXT_COLUMNS = {"trial_id", "fidelity", "dataset", "tau_list", "device", "gpu_id
 WHOLE_KEYS = {"epochs": 1, "num_experts": 1, "seed": 0}  # the smallest value each may take
 
 
-def trial_config(files: TrialFiles) -> tuple[dict, str]:
-    """The trial's resolved recipe (what it trained) from its Tune config, and why it could not be
-    resolved ({} and the reason when the config is damaged: a NaN, a wrong type)."""
-    from search_spaces import resolve_trial_config
+def trial_config(files: TrialFiles) -> tuple[dict, TrialParams | None, str]:
+    """The trial's resolved recipe (what it trained) and its `params.json`, and why they could not be
+    read ({}, None and the reason when the file is damaged: a NaN, a wrong type)."""
     if not files.params or "base" not in files.params:
-        return {}, ""
+        return {}, None, ""
     try:
-        config = resolve_trial_config(files.params).to_dict()
+        params = TrialParams.of(files.params)
+        config = params.recipe().to_dict()
     except (ConfigError, ValueError, KeyError, TypeError, OverflowError) as err:
         reason = err.args[0] if isinstance(err, ConfigError) and err.args else f"{type(err).__name__}: {err}"
-        return {}, f"{PARAMS_FILE}: {reason}; the recipe values shown come from the last report"
+        return {}, None, f"{PARAMS_FILE}: {reason}; the recipe values shown come from the last report"
     config["tau_spread"] = (max(config["tau_list"]) - min(config["tau_list"])) / 2
     config["tau_list"] = format_tau_list(config["tau_list"])
-    return config, ""
+    return config, params, ""
 
 
 def trial_notes(files: TrialFiles, config_problem: str) -> str:
@@ -92,12 +93,12 @@ def trial_status(files: TrialFiles, stop_epoch: int | None, asha_stopped: set[st
     return "unfinished"
 
 
-def trial_row(files: TrialFiles, settings: dict, asha_stopped: set[str], objectives: list[list[str]]) -> dict:
-    config, config_problem = trial_config(files)
+def trial_row(files: TrialFiles, settings: StudySettings | None, asha_stopped: set[str]) -> dict:
+    config, params, config_problem = trial_config(files)
     last = files.rows[-1] if files.rows else {}
     # epoch counts that are not whole numbers >= 1 (1e400, "2", 1.5) count as missing
-    planned = _first_count(last.get("planned_epochs"), config.get("epochs"), settings.get("base", {}).get("epochs"))
-    stop = _first_count(last.get("stop_epoch"), (files.params or {}).get("stop_epoch"), settings.get("max_t"), planned)
+    planned = _first_count(last.get("planned_epochs"), config.get("epochs"), settings and settings.epochs)
+    stop = _first_count(last.get("stop_epoch"), params and params.stop_epoch, settings and settings.max_t, planned)
     row = {"trial_id": files.trial_id,
            "status": trial_status(files, stop, asha_stopped),
            "epochs_run": last.get("epoch", 0),
@@ -106,7 +107,7 @@ def trial_row(files: TrialFiles, settings: dict, asha_stopped: set[str], objecti
     row["epochs"] = planned
     row.update({f"config_{k}": v for k, v in config.items() if k not in KEY_CONFIG and k not in NOT_RECIPE})
     row.update({k: v for k, v in last.items() if k.startswith("val_")})
-    for metric, mode in objectives:
+    for metric, mode in settings.objectives if settings else DEFAULT_OBJECTIVES:
         values = [(r[metric], r["epoch"]) for r in files.rows if _is_number(r.get(metric))]
         if values:
             best = (max if mode == "max" else min)(values, key=lambda pair: pair[0])
@@ -125,15 +126,15 @@ def trial_row(files: TrialFiles, settings: dict, asha_stopped: set[str], objecti
     row["notes"] = trial_notes(files, config_problem)
     row["last_update"] = pd.to_datetime(files.last_update, unit="s", utc=True) if not math.isnan(files.last_update) \
         else None
-    versions = settings.get("versions", {})
+    versions = settings.versions if settings else {}
     row.update({k: versions.get(k) for k in PROVENANCE})
     row["folder"] = files.folder.name
     return row
 
 
-def trials_table(all_files: list[TrialFiles], settings: dict, asha_stopped: set[str]) -> pd.DataFrame:
-    objectives = settings.get("objectives") or [["val_balanced_acc", "max"]]
-    rows = [trial_row(files, settings, asha_stopped, objectives) for files in all_files]
+def trials_table(all_files: list[TrialFiles], settings: StudySettings | None, asha_stopped: set[str]) -> pd.DataFrame:
+    rows = [trial_row(files, settings, asha_stopped) for files in all_files]
+    objectives = settings.objectives if settings else DEFAULT_OBJECTIVES
     if not rows:
         return pd.DataFrame(columns=["trial_id", "status", "epochs_run", "stop_epoch", *KEY_CONFIG])
     table = pd.DataFrame(rows)

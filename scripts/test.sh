@@ -35,21 +35,21 @@ fi
 # The whole suite: the tests that start Ray and the others run side by side. A Ray test leaves a core
 # idle about a third of the time (Ray's start-up, Tune's polling) and the others train on one thread,
 # so together they fill the two cores of a small machine (docs/development.md). The node-loss tests
-# (a two-node cluster, twice) and the search on PostgreSQL run after the others in the second process,
-# which makes the two about as long. The second's output is shown when the first is done.
-later=(tests/test_cluster_faults.py tests/test_optuna_storage.py)
+# (a two-node cluster, twice), the search on PostgreSQL and the README's commands run after the others in
+# the second process, which makes the two about as long. Each ends with its 15 slowest tests. The second's output is shown when the first is done.
+later=(tests/test_cluster_faults.py tests/test_optuna_storage.py tests/test_readme.py)
 base="$(mktemp -d)"
 echo "running the tests: pytest -m ray, and beside it pytest -m 'not ray' then the Ray tests of ${later[*]} (their output follows)"
 {
     code=0
-    "$VENV/bin/python" -m pytest -m "not ray" --basetemp "$base/other" || code=$?
-    "$VENV/bin/python" -m pytest -m ray "${later[@]}" --basetemp "$base/later" || { s=$?; [ "$code" -ne 0 ] || code=$s; }
+    "$VENV/bin/python" -m pytest -m "not ray" --durations=15 --basetemp "$base/other" || code=$?
+    "$VENV/bin/python" -m pytest -m ray "${later[@]}" --durations=15 --basetemp "$base/later" || { s=$?; [ "$code" -ne 0 ] || code=$s; }
     exit "$code"
 } >"$base/other.log" 2>&1 &
 other=$!
 trap 'kill "$other" 2>/dev/null || true; rm -rf "$base"' EXIT
 ray_status=0
-"$VENV/bin/python" -m pytest -m ray "${later[@]/#/--ignore=}" --basetemp "$base/ray" || ray_status=$?
+"$VENV/bin/python" -m pytest -m ray "${later[@]/#/--ignore=}" --durations=15 --basetemp "$base/ray" || ray_status=$?
 other_status=0
 wait "$other" || other_status=$?
 echo

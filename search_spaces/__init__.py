@@ -65,17 +65,17 @@ def paper_point(space: ModuleType, ranges: dict) -> dict | None:
     return point if inside else None
 
 
-def resolve_trial_config(trial_config: dict):
-    """A trial's balpoe Config from its Tune config (`base`, optional `space` with its sampled
-    parameters, optional `seed`): what the trainable trains and what results tables show. Built once,
-    straight from the merged values."""
+def resolve_trial_config(base: dict, space: str | None = None, point: dict | None = None, seed: int | None = None):
+    """A trial's balpoe Config: the base recipe with a search space's sampled `point` applied (or a
+    baseline's `seed`). Built once, straight from the merged values (`TrialParams.recipe`)."""
     from balpoe.config import field_default, from_dict
-    base = trial_config["base"]
     overrides = {}
-    if trial_config.get("space"):
-        space = get_space(trial_config["space"])
-        point = {k: trial_config[k] for k in space.PARAMS}
-        overrides.update(space.to_overrides(point, base.get("num_experts", field_default("num_experts"))))
-    if "seed" in trial_config:
-        overrides["seed"] = int(trial_config["seed"])
+    if space:
+        module = get_space(space)
+        missing = [name for name in module.PARAMS if name not in (point or {})]
+        if missing:
+            raise KeyError(f"the space {space} samples {', '.join(missing)}, which the trial was not given")
+        overrides.update(module.to_overrides(point, base.get("num_experts", field_default("num_experts"))))
+    if seed is not None:
+        overrides["seed"] = int(seed)
     return from_dict({**base, **overrides})

@@ -13,7 +13,7 @@ from balpoe.datasets import DataError
 from balpoe.export import check_export_folder, export_logits
 from results import ExperimentError, load_experiment
 from results.console import compute_text, progress_text, trials_text
-from results.reader import TRAINER_STATE_FILE, NoExperimentThere, present
+from results.reader import TRAINER_STATE_FILE, NoExperimentThere, anything_at
 from results.storage import local_outputs
 from results.report import ReportError, write_report
 from results.stats import NotComparable
@@ -76,7 +76,7 @@ def export(args: argparse.Namespace) -> int:
                              f"{', '.join(exp.trials['trial_id']) or 'none yet'}")
         trial = chosen.iloc[0]
     checkpoints = sorted((folder / TRAINER_STATE_FILE for folder in (exp.path / trial["folder"]).glob("checkpoint_*")
-                          if present(folder / TRAINER_STATE_FILE)), key=str)
+                          if anything_at(folder / TRAINER_STATE_FILE)), key=str)
     if not checkpoints:
         raise StudyError(f"--trial: trial {trial['trial_id']} has no checkpoint yet")
     output = Path(args.output) if args.output else local_outputs(exp.path) / "exports" / f"trial_{trial['trial_id']}"

@@ -16,7 +16,8 @@ import threading
 from balpoe.shell import shell_command
 from results.storage import StorePath, location
 
-from .cluster import check_cluster_options, check_port
+from .ports import check_port
+from .resources import check_cluster_options
 from .settings import StudyError, check_object_store, storage_root
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     """The `dashboard` command."""
     import ray
 
-    from .cluster import start_ray
+    from .local_ray import start_ray
     from .commands import open_experiment
     storage = location(storage_root(args.storage_path))
     if isinstance(storage, StorePath):

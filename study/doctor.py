@@ -130,7 +130,8 @@ def check_storage(storage_path: str) -> Check:
 def check_ray(address: str | None) -> list[Check]:
     """Start (or join) Ray, see its GPUs and ask its dashboard, timing each; always shut Ray down."""
     import ray
-    from .cluster import connect, init_local_ray, probe_address
+    from .attach import connect, probe_address
+    from .local_ray import init_local_ray
     start = time.monotonic()
     try:
         if address:

@@ -16,15 +16,17 @@ import ray
 
 from results import load_experiment
 from results.console import compute_text, progress_text, trials_text
-from results.optuna_db import hide_password
+from results.storage_urls import hide_password
 from results.storage import location
 
 from . import dashboard
-from .cluster import check_schedulable, check_shared_storage, start_ray
 from .disk import DiskGuard
+from .local_ray import start_ray
 from .progress import CompactProgress
+from .resources import check_schedulable
 from .searcher import stopped_by_storage
 from .settings import StudyError, StudySettings, resume_command, study_command
+from .shared_storage import check_shared_storage
 from .tuner import build_tuner, restore_tuner
 
 

@@ -19,8 +19,9 @@ from .ray_internals import experiment_location, move_trial, trial_location
 from .searcher import OptunaSearcher
 
 
-class InFolder:
-    """Scheduler mixin (list it before the scheduler class). `folder` is None until the first trial is shown."""
+class KeepsStudyInFolder:
+    """Scheduler mixin (list it before the scheduler class) that keeps a study's trials and its searcher's
+    record in the experiment folder of the first trial shown. `folder` is None until then."""
     folder: Path | StorePath | None = None
     location = None
 
@@ -41,5 +42,6 @@ class InFolder:
             searcher.open_in(self.folder)
 
 
-class InFolderFIFO(InFolder, FIFOScheduler):
-    """Tune's default scheduler, kept in the study's folder: for studies without ASHA."""
+class InFolderFIFO(KeepsStudyInFolder, FIFOScheduler):
+    """Tune's default scheduler, kept in the study's folder: for studies without ASHA. Named as before: Tune
+    pickles the scheduler by class path, and `resume` of an older study unpickles it."""

@@ -44,6 +44,8 @@ def study_lock(folder: str | Location, name: str):
 
 
 class StudyLock:
+    """`fcntl.flock`, not filelock: the locked file also holds the holder's record, read through the same handle."""
+
     def __init__(self, folder: str | Path, name: str):
         self.folder, self.name = Path(folder), name
         self.handle = None

@@ -13,7 +13,7 @@ from balpoe.cli import (SPLITS, HelpFormatter, Parser, add_recipe_options, parse
 from results.settings import known_mode
 from search_spaces import SPACE_NAMES
 
-from .cluster import DEFAULT_DASHBOARD_PORT
+from .ports import DEFAULT_DASHBOARD_PORT
 from .settings import PRESETS, StudySettings
 
 DEFAULT_STORAGE = "./runs"

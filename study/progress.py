@@ -22,12 +22,11 @@ from collections import deque
 
 from ray.tune import Callback
 
-from balpoe.cooldown import cooldown_epochs, cooldown_epochs_after
+from balpoe.cooldown import cooldown_epochs_after
 from balpoe.progress import format_duration
 from results.in_epoch import (InEpochProgress, capped, epoch_fraction_done, epoch_pace, format_eta, format_silence,
                               is_current, silence_limit, trial_eta)
 from results.reader import read_progress
-from results.stats import asha_rungs
 
 from .ray_internals import trial_location
 
@@ -39,9 +38,7 @@ class CompactProgress(Callback):
     def __init__(self, settings, interval: float = 15.0, stream=None):
         self.metric, self.mode = settings.metric, settings.mode
         self.planned, self.expected = settings.stop_epoch, settings.expected_trials
-        self.rungs = [r for r in asha_rungs(settings.grace_period, settings.reduction_factor, settings.stop_epoch)
-                      if r < self.planned] if settings.asha else []
-        self.cooldowns = {r: cooldown_epochs(r, settings.cooldown_fraction) for r in settings.cooldown_rungs}
+        self.rungs, self.cooldowns = list(settings.asha_rungs), settings.cooldowns
         self.reduction, self.max_failures = settings.reduction_factor, settings.max_failures
         self.interval, self.stream = interval, stream
         self.trials: dict[str, dict] = {}

@@ -20,9 +20,11 @@ from balpoe.files import os_error_line
 from results.storage import location
 from search_spaces import SpaceError
 
-from .cluster import DEFAULT_DASHBOARD_PORT, check_cluster_options, check_gpu_request, keep_token_auth
+from .local_ray import default_to_token_auth
 from .lock import study_lock
 from .options import build_parser
+from .ports import DEFAULT_DASHBOARD_PORT
+from .resources import check_cluster_options, check_gpu_request
 from .settings import (SETTINGS_FILE, StudyError, check_fresh, resume_command, resume_settings,
                        settings_from_args)
 
@@ -93,7 +95,7 @@ def with_free_ports(args: argparse.Namespace) -> argparse.Namespace:
     """The results page's port, when the user left it to us: the usual one, or the next free one when
     another study on this machine holds it (the Ray dashboard's port is left to Ray: `start_ray`). Ports
     given explicitly stay as given (and are checked)."""
-    from .cluster import free_port
+    from .ports import free_port
     from .options import DEFAULT_PAGE_PORT
     chosen = {}
     local = not getattr(args, "address", None)
@@ -109,7 +111,7 @@ def with_free_ports(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def dispatch(args) -> int:
-    keep_token_auth(args)
+    default_to_token_auth(args)
     if args.command == "doctor":
         from . import doctor
         return doctor.run(args)

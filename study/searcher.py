@@ -37,15 +37,17 @@ from ray.tune.search import Searcher
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform, Quantized, Uniform
 from sqlalchemy.exc import SQLAlchemyError
 
-from results.optuna_db import (StorageError, close_storage, driver_message, folder_storage_url, open_storage,
-                               optuna_db_problem, shown_url, storage_at, storage_fault_text)
+from results.optuna_db import (StorageError, close_storage, driver_message, open_storage, optuna_db_problem,
+                               storage_at, storage_fault_text)
 from results.reader import EXPERIMENT_STATE_GLOB, OPTUNA_FILE, read_settings
 from results.settings import RUNG_PREFIX
 from results.storage import Location, StorePath, location
+from results.storage_urls import folder_storage_url, shown_url
 
 from .settings import StudyError
 
-NOT_PICKLED = ("study", "storage", "live", "folder", "mirror", "url", "fault")  # an open database, where it is
+# an open database and where it is; a running trial is found again by its number (`running_trial`)
+NOT_PICKLED = ("study", "storage", "running_trials", "folder", "mirror", "url", "fault")
 # Optuna's record failing: a database's error (Optuna wraps it in StorageInternalError), a journal's file
 STORAGE_FAULTS = (StorageInternalError, SQLAlchemyError, StorageError, OSError)
 STOPPED_BY_STORAGE: dict[str, str] = {}  # experiment folder -> why its searcher stopped the study (this process)
@@ -102,7 +104,8 @@ def check_optuna_storage(folder: str | Location, storage_url: str | None = None,
                              f"what holds it, or put back the file from a copy of the experiment folder")
         return
     shown = shown_url(storage_url)
-    name = folder.name if new else read_settings(folder).get("name", folder.name)  # a moved folder keeps it
+    recorded = None if new else read_settings(folder)
+    name = recorded.name if recorded else folder.name  # a moved folder keeps its study's name
     started = not new and any(folder.glob(EXPERIMENT_STATE_GLOB))  # then its record must be there already
     lost = "where this search recorded its trials; resume needs that database back as it was (or start a new search)"
     try:
@@ -134,14 +137,16 @@ def store_record_problem(record: StorePath) -> str | None:
 
 
 def to_distribution(name: str, domain: Domain) -> BaseDistribution:
-    """Optuna's distribution for a Tune domain (uniform or log-uniform, optionally quantized; categorical)."""
-    sampler = domain.get_sampler()
-    step = None
+    """Optuna's distribution for a Tune domain (uniform or log-uniform, optionally quantized; categorical).
+
+    Our spaces could declare Optuna distributions directly (they hold only uniform floats and integer ranges),
+    but Tune's `param_space` is the one declaration Tune and this searcher share, so any Tune domain is mapped."""
+    if isinstance(domain, Categorical):
+        return CategoricalDistribution(domain.categories)
+    sampler, step = domain.get_sampler(), None
     if isinstance(sampler, Quantized):
         step, sampler = sampler.q, sampler.sampler
     log = isinstance(sampler, LogUniform)
-    if isinstance(domain, Categorical):
-        return CategoricalDistribution(domain.categories)
     if not isinstance(sampler, (Uniform, LogUniform)):
         raise ValueError(f"{name}: Optuna has no distribution for Tune's {type(sampler).__name__.lstrip('_')} sampler")
     if isinstance(domain, Float):
@@ -191,7 +196,7 @@ class OptunaSearcher(Searcher):
         if getattr(self, "storage", None) is not None:
             close_storage(self.storage)
         folder = location(folder)
-        self.folder, self.live = folder.resolve(), {}
+        self.folder, self.running_trials = folder.resolve(), {}
         self.mirror = StoreMirror(folder / OPTUNA_FILE) if isinstance(folder, StorePath) and not self.storage_url \
             else None
         self.url = self.storage_url or (self.mirror.url if self.mirror else folder_storage_url(folder, OPTUNA_FILE))
@@ -207,7 +212,7 @@ class OptunaSearcher(Searcher):
             if trial.number not in known:
                 self.study.tell(trial.number, state=TrialState.FAIL)
         self.tell_untold()
-        self.changed()
+        self.update_store_copy()
 
     def recorded(self, step, *args):
         """`step(*args)`, which uses Optuna's record, unless the record has failed. When it fails (a database
@@ -234,7 +239,7 @@ class OptunaSearcher(Searcher):
               f"resume it once Optuna's record answers again", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop, as for Ctrl-C
 
-    def changed(self) -> None:
+    def update_store_copy(self) -> None:
         """After each change to the study: its copy in the object store, when the experiment is in one."""
         if self.mirror is not None:
             self.mirror.push()
@@ -245,7 +250,7 @@ class OptunaSearcher(Searcher):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.study = self.storage = self.folder = self.mirror = self.url = self.fault = None
-        self.live: dict[str, optuna.Trial] = {}
+        self.running_trials: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial, until told
         self.__dict__.setdefault("untold", {})  # a searcher saved before trials could be left untold
 
     def save(self, checkpoint_path: str) -> None:
@@ -279,8 +284,8 @@ class OptunaSearcher(Searcher):
     # --- steps on Optuna's record (through `recorded` while Tune runs) -------------------------------
     def ask(self, trial_id: str) -> dict:
         trial = self.opened().ask(self.distributions)
-        self.live[trial_id], self.trial_numbers[trial_id] = trial, trial.number
-        self.changed()
+        self.running_trials[trial_id], self.trial_numbers[trial_id] = trial, trial.number
+        self.update_store_copy()
         return dict(trial.params)
 
     def tell_untold(self) -> None:
@@ -303,8 +308,8 @@ class OptunaSearcher(Searcher):
                 study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
             else:  # Optuna tells FAIL for a NaN, with a warning
                 study.tell(number, values if self.multi_objective else values[0], skip_if_finished=True)
-        self.live.pop(trial_id, None)
-        self.changed()
+        self.running_trials.pop(trial_id, None)
+        self.update_store_copy()
 
     # --- helpers -----------------------------------------------------------------------------------
     def opened(self) -> optuna.Study:
@@ -323,13 +328,13 @@ class OptunaSearcher(Searcher):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The reported value is ignored because")
             trial.report(float(value), int(result.get("epoch", result.get("training_iteration"))))
-        self.changed()
+        self.update_store_copy()
 
     def running_trial(self, trial_id: str) -> optuna.Trial | None:
         """The Optuna trial of a Tune trial that is still RUNNING in Optuna; after a resume it is found again
         by its number (one already told, after Tune's last saved state, stays as told)."""
-        if trial_id in self.live:
-            return self.live[trial_id]
+        if trial_id in self.running_trials:
+            return self.running_trials[trial_id]
         number = self.trial_numbers.get(trial_id)
         if number is None:
             return None
@@ -338,5 +343,5 @@ class OptunaSearcher(Searcher):
             self.storage.get_study_id_from_name(self.study_name), number)
         if self.storage.get_trial(internal_id).state != TrialState.RUNNING:
             return None
-        self.live[trial_id] = optuna.Trial(study, internal_id)
-        return self.live[trial_id]
+        self.running_trials[trial_id] = optuna.Trial(study, internal_id)
+        return self.running_trials[trial_id]

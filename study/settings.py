@@ -17,12 +17,11 @@ from balpoe.cooldown import default_fraction
 from balpoe.files import writable_folder_problem
 from balpoe.provenance import provenance
 from balpoe.shell import shell_command
-from results.optuna_db import resolved_storage_url, shown_url
-from results.reader import present, printable
-from results.settings import (SETTINGS_FILE, StudyError, StudySettings, default_cooldown_grace_period,
-                              default_grace_period, default_startup_trials)
+from results.storage_urls import resolved_storage_url, shown_url
+from results.reader import anything_at, printable
+from results.settings import SETTINGS_FILE, StudyError, StudySettings
 from results.storage import Location, StorePath, is_uri, location
-from search_spaces import get_space, resolve_ranges
+from search_spaces import get_space
 
 from .lock import LEASE_FILE, LOCK_FILE
 
@@ -71,6 +70,26 @@ def default_name(kind: str, space: str | None, preset: str) -> str:
     return name if preset == "paper" else f"{name}-{preset}"
 
 
+def default_startup_trials(num_samples: int) -> int:
+    """TPE samples at random until this many trials exist. Optuna's 10 would leave a 16-trial search
+    almost nothing to model; a fifth of the budget (2…10) keeps some exploration at any size."""
+    return max(2, min(10, num_samples // 5))
+
+
+def default_cooldown_grace_period(config: Config, stop_epoch: int) -> int:
+    """With cool-down rungs, the first rung at a tenth of the schedule (20 of 200), the earliest rung
+    that `benchmarks/fidelity.py` scores (docs/studies.md, "Cool-down rungs")."""
+    return max(1, min(config.epochs, stop_epoch) // 10)
+
+
+def default_grace_period(config: Config, stop_epoch: int) -> int:
+    """First ASHA rung just after the first LR step has settled (165 of 200 for the recipe): before the
+    step, scores rank trials poorly and favour small mixup α (see docs/studies.md, "ASHA on a step
+    schedule"). When trials stop before that (`--max-t`), halfway to their stop."""
+    after_step = min(config.epochs, config.step1 + max(1, config.epochs // 40))
+    return after_step if after_step < stop_epoch else max(1, stop_epoch // 2)
+
+
 def distinct_ranges(ranges: list[tuple[str, tuple[float, float]]]) -> dict:
     names = [name for name, _ in ranges]
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -97,7 +116,7 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         space = get_space(args.space)
         check_not_searched(args, space)
         values.update(
-            space=args.space, ranges=resolve_ranges(space, distinct_ranges(args.range)),
+            space=args.space, ranges=distinct_ranges(args.range),  # resolved by StudySettings
             num_samples=args.num_samples, objectives=tuple(map(tuple, args.objectives)),
             sampler_seed=args.sampler_seed, asha=not args.no_asha, reduction_factor=args.reduction_factor,
             startup_trials=args.startup_trials if args.startup_trials is not None
@@ -190,7 +209,7 @@ def resume_settings(args: argparse.Namespace) -> StudySettings:
 def studies_there(storage: Location, shown: int = 20) -> str:
     """The studies in `storage` (folders with a study.json), for a name that was mistyped."""
     try:
-        names = sorted(p.name for p in storage.iterdir() if present(p / SETTINGS_FILE))
+        names = sorted(p.name for p in storage.iterdir() if anything_at(p / SETTINGS_FILE))
     except OSError:
         names = []
     if not names:

@@ -27,8 +27,8 @@ from balpoe.trainer import Trainer
 from results.context import TrialContext
 from results.reader import TRAINER_STATE_FILE
 from results.settings import RUNG_PREFIX
+from results.trial_params import TrialParams
 from results.storage import on_filesystem
-from search_spaces import resolve_trial_config
 
 from .trial_progress import ProgressFile
 
@@ -59,11 +59,9 @@ class CooldownRungs:
     metric: str
 
     @classmethod
-    def of(cls, trial_config: dict) -> "CooldownRungs | None":
-        given = trial_config.get("cooldown")
-        if not given:
-            return None
-        return cls(frozenset(given["rungs"]), float(given["fraction"]), given["metric"])
+    def of(cls, params: TrialParams) -> "CooldownRungs | None":
+        plan = params.cooldown
+        return cls(frozenset(plan.rungs), plan.fraction, plan.metric) if plan else None
 
     def score(self, trainer: Trainer, metrics: dict, progress: ProgressFile | None, callbacks: list) -> dict:
         """What the epoch's report adds: the cooled metrics at a rung, and the value ASHA decides on."""
@@ -104,21 +102,21 @@ def train_balpoe(trial_config: dict, on_epoch_end=None) -> None:
     """`on_epoch_end(metrics)` runs after each epoch, before its report (tests inject faults with it).
     The trial's folder comes from Tune's storage context (`trial_fs_path` on its filesystem: the storage
     path, which every node of a cluster shares, or an object store)."""
-    torch.set_num_threads(trial_threads(trial_config.get("threads", 1)))
-    config = resolve_trial_config(trial_config)
+    params = TrialParams.of(trial_config)
+    torch.set_num_threads(trial_threads(params.threads))
+    config = params.recipe()
     trainer = Trainer(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             restore(trainer, load_checkpoint(Path(folder) / TRAINER_STATE_FILE), TRAINER_STATE_FILE)
-    every = int(trial_config.get("checkpoint_every", 1))
-    stop = min(int(trial_config.get("stop_epoch", config.epochs)), config.epochs)  # --max-t: an earlier end
+    every, stop = params.checkpoint_every, params.last_epoch(config)
     context = TrialContext.of(config, stop, device=str(trainer.device),
                               gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                               node_id=ray.get_runtime_context().get_node_id()).row()
     storage = tune.get_context().get_storage()
     progress = ProgressFile(on_filesystem(storage.storage_filesystem, storage.trial_fs_path), stop)
-    for metrics, last in trial_epochs(trainer, stop, progress, on_epoch_end, CooldownRungs.of(trial_config)):
+    for metrics, last in trial_epochs(trainer, stop, progress, on_epoch_end, CooldownRungs.of(params)):
         metrics.update(context, peak_memory_mb=peak_memory_mb(trainer.device))
         if metrics["epoch"] % every == 0 or last:
             with tempfile.TemporaryDirectory() as folder:

@@ -9,9 +9,10 @@ from ray.tune.schedulers import ASHAScheduler
 
 from results.reader import ASHA_STOPPED_FILE, DamagedFile, read_asha_stopped, read_trial, trial_folders
 from results.storage import join, location, write_record
+from results.trial_params import CooldownPlan, TrialParams
 from search_spaces import get_space, paper_point, tune_domains
 
-from .in_folder import InFolder, InFolderFIFO
+from .in_folder import InFolderFIFO, KeepsStudyInFolder
 from .progress import CompactProgress
 from .ray_internals import asha_metric, asha_rung_records
 from .searcher import OptunaSearcher
@@ -19,10 +20,10 @@ from .settings import StudySettings
 from .trainable import train_balpoe
 
 
-class RecordingASHA(InFolder, ASHAScheduler):
+class RecordingASHA(KeepsStudyInFolder, ASHAScheduler):
     """ASHA that writes down which trials it stopped: after an interrupt Tune shows every trial as
     terminated, so this record is how a study tells "stopped early by ASHA" from "cut off". It is kept in
-    the study's folder wherever that is now (`InFolder`), and a resumed study adds to the stops recorded
+    the study's folder wherever that is now (`KeepsStudyInFolder`), and a resumed study adds to the stops recorded
     before it (Tune does not save a scheduler's state). It is also written to Tune's staging folder for the
     experiment, which Tune copies over the experiment folder at each save: a resumed study's staging folder
     starts with the files of the folder it resumed, and would put back the record from before the resume."""
@@ -75,17 +76,18 @@ def trainable_with_resources(settings: StudySettings):
 
 
 def param_space(settings: StudySettings) -> dict:
-    space = {"base": settings.base.to_dict(), "checkpoint_every": settings.checkpoint_every,
-             "threads": max(1, int(settings.cpus_per_trial)), "stop_epoch": settings.stop_epoch}
-    if settings.cooldown_rungs:
-        space["cooldown"] = {"rungs": list(settings.cooldown_rungs), "fraction": settings.cooldown_fraction,
-                             "metric": settings.metric}
+    """Tune's param space: the fixed fields of every trial's `TrialParams`, and what Tune fills in (a
+    baseline's seed from a grid, a search's point from its domains)."""
+    cooldown = CooldownPlan(rungs=settings.cooldown_rungs, fraction=settings.cooldown_fraction,
+                            metric=settings.metric) if settings.cooldown_rungs else None
+    fixed = TrialParams(base=settings.base.to_dict(), checkpoint_every=settings.checkpoint_every,
+                        threads=max(1, int(settings.cpus_per_trial)), stop_epoch=settings.stop_epoch,
+                        cooldown=cooldown, space=settings.space if settings.kind == "search" else None)
+    space = fixed.model_dump(mode="json", exclude_none=True)
     if settings.kind == "baseline":
         space["seed"] = tune.grid_search(list(settings.seeds))
     else:
-        module = get_space(settings.space)
-        space["space"] = settings.space
-        space.update(tune_domains(module, settings.ranges))
+        space.update(tune_domains(get_space(settings.space), settings.ranges))
     return space
 
 

@@ -5,6 +5,8 @@ import contextlib
 import io
 import os
 import pickle
+import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,41 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from balpoe.config import Config  # noqa: E402
 
 torch.set_num_threads(1)  # deterministic reductions, and immune to other jobs competing for the cores
+
+
+def eventually(check, timeout_s: float = 60.0, interval_s: float = 0.05):
+    """The first true value of `check()`, polled every `interval_s` until `timeout_s` have passed; the last
+    value otherwise (so `assert eventually(...)` fails with what was seen last)."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(interval_s)
+    return value
+
+
+def assert_refused(err: str, option: str, *shown: str, then: str | None = None) -> None:
+    """`err` is a refusal that names `option` first, `error: OPTION: …` (`error: OPTION: THEN …` with `then`,
+    the file or value the message is about), shows each of `shown` (the value refused, a file, the option
+    that fixes it) and holds no traceback. The prose around them is free to change: tests/test_golden_messages.py
+    pins the few messages whose exact words are a promise to users."""
+    start = f"error: {option}: " + (f"{then} " if then is not None else "")
+    assert err.startswith(start), f"does not start {start!r}: {err!r}"
+    missing = [text for text in shown if text not in err]
+    assert not missing, f"{missing} not shown in {err!r}"
+    assert "Traceback" not in err, err
+
+
+def printed_command(text: str, module: str) -> list[str]:
+    """The words of the last command in `text` that the user is told to paste: a line of its own that runs
+    `PYTHON -m MODULE …`, as the shell would split it."""
+    def words(line: str) -> list[str]:
+        try:
+            return shlex.split(line)
+        except ValueError:  # prose with an odd quote
+            return []
+    commands = [found for line in text.splitlines() if (found := words(line))[1:3] == ["-m", module]]
+    assert commands, f"no `python -m {module}` command on a line of its own in {text!r}"
+    return commands[-1]
+
 
 FOLDERS = {"cifar10": ("cifar-10-batches-py", b"labels"), "cifar100": ("cifar-100-python", b"fine_labels")}
 
@@ -63,6 +100,18 @@ def tiny_config(data_dir: Path, save_dir: Path | str = "unused", **overrides) ->
                   device="cpu")
     values.update(overrides)
     return Config(**values)
+
+
+def study_settings(stop_epoch: int = 4, trials: int = 2, asha: bool = False, max_failures: int = 0,
+                   cooldown_fraction: float | None = None):
+    """A real `StudySettings` of a baseline over `trials` seeds stopping at `stop_epoch` (ASHA from epoch 1,
+    halving; with `cooldown_fraction`, its rungs before the first LR step at epoch 3 are cooled)."""
+    from results.settings import StudySettings
+    base = Config(epochs=max(stop_epoch, 4), warmup_epochs=1, step1=3, step2=4)
+    return StudySettings(kind="baseline", name="study", storage_path="/runs", base=base,
+                         seeds=tuple(range(1, trials + 1)), max_t=stop_epoch, asha=asha or cooldown_fraction is not None,
+                         grace_period=1, max_failures=max_failures,
+                         fidelity="cooldown" if cooldown_fraction else "trunk", cooldown_fraction=cooldown_fraction)
 
 
 # --- small real studies, run once per session through the real CLI on a local 2-CPU Ray ------------
@@ -126,7 +175,6 @@ def start_moto(env: dict | None = None):
     import socket
     import subprocess
     import sys
-    import time
     import urllib.request
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -134,16 +182,19 @@ def start_moto(env: dict | None = None):
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def answers_or_died() -> bool:
+        if process.poll() is not None:
+            return True  # nothing more to wait for
         try:
             urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-            return process, endpoint
+            return True
         except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("moto's S3 server did not start") from None
-            time.sleep(0.2)
+            return False
+    if not eventually(answers_or_died, timeout_s=60, interval_s=0.2) or process.poll() is not None:
+        process.kill()
+        raise RuntimeError("moto's S3 server did not start")
+    return process, endpoint
 
 
 AWS_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 import torch
 
 from balpoe.trainer import Trainer
-from conftest import SMOKE
+from conftest import SMOKE, eventually
 from results import load_experiment
 from results.reader import read_trial, trial_folders
 from results.storage import Location, location
-from search_spaces import resolve_trial_config
+from results.trial_params import TrialParams
 from study.trainable import trial_epochs
 from study.run import main
 
@@ -50,24 +49,27 @@ class NodeRemover(threading.Thread):
         self.removed_at: dict | None = None  # the trial's last report on the node when it was removed
 
     def run(self) -> None:
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline and self.removed_at is None:
-            for folder in trial_folders(self.experiment) if self.experiment.exists() else []:
-                rows = read_trial(folder).rows
-                last = rows[-1] if rows else {}
-                if last.get("node_id") == self.node.node_id and self.after <= last["epoch"] < EPOCHS and \
-                        any(folder.glob("checkpoint_*")):
-                    self.cluster.remove_node(self.node, allow_graceful=False)
-                    self.removed_at = {**last, "folder": folder.name}
-                    return
-            time.sleep(0.2)
+        eventually(self.remove_when_due, timeout_s=self.timeout_s, interval_s=0.2)
+
+    def remove_when_due(self) -> bool:
+        """Removes the node if a trial there is at the moment; true once it was removed."""
+        for folder in trial_folders(self.experiment) if self.experiment.exists() else []:
+            rows = read_trial(folder).rows
+            last = rows[-1] if rows else {}
+            if last.get("node_id") == self.node.node_id and self.after <= last["epoch"] < EPOCHS and \
+                    any(folder.glob("checkpoint_*")):
+                self.cluster.remove_node(self.node, allow_graceful=False)
+                self.removed_at = {**last, "folder": folder.name}
+                return True
+        return False
 
 
 def uninterrupted_twin(params: dict) -> list[dict]:
     """The same trial (its Tune config) trained here without Ray and without a fault: the trainable's own
     loop, on one thread as the trial was."""
-    torch.set_num_threads(max(1, int(params.get("threads", 1))))
-    trainer = Trainer(resolve_trial_config(params))
+    given = TrialParams.of(params)
+    torch.set_num_threads(given.threads)
+    trainer = Trainer(given.recipe())
     return [metrics for metrics, _ in trial_epochs(trainer, EPOCHS)]
 
 

@@ -14,7 +14,7 @@ import pytest
 from balpoe.config import Config
 from conftest import SMOKE
 from results.app import ResultsSite
-from results.optuna_db import hide_password, shown_url
+from results.storage_urls import hide_password, shown_url
 from results.settings import StudySettings
 from search_spaces import get_space, resolve_ranges
 from study.run import main

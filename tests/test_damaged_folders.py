@@ -8,13 +8,14 @@ import errno
 import json
 import math
 import os
+import re
 import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import assert_refused, run_cli
 from results import ExperimentError, load_experiment, report, stats
 from results import experiment as experiment_module
 from results.tables import pareto_front
@@ -53,7 +54,7 @@ def test_a_record_that_is_a_folder_flags_its_trial_and_the_others_load(tmp_path,
     damaged.unlink(missing_ok=True)
     damaged.mkdir()
     exp = load_experiment(folder)
-    assert notes(exp, "t1") == f"damaged: {record}: a folder, not a regular file"
+    assert notes(exp, "t1").startswith(f"damaged: {record}: ") and "folder" in notes(exp, "t1")  # the file, what it is
     assert notes(exp, "t2") == ""
     t2 = exp.trials.set_index("trial_id").loc["t2"]
     assert (t2["status"], t2["val_balanced_acc"]) == ("finished", pytest.approx(0.22))
@@ -63,7 +64,7 @@ def test_a_record_that_is_a_folder_flags_its_trial_and_the_others_load(tmp_path,
     code, out = run_cli(["show", "baseline", "--storage-path", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 0 and "Traceback" not in err
-    assert f"warning: trial t1: damaged: {record}: a folder, not a regular file" in out
+    assert f"warning: trial t1: {notes(exp, 't1')}\n" in out  # the note, as a warning under the table
 
 
 @pytest.mark.parametrize("record", RECORDS)
@@ -73,7 +74,7 @@ def test_a_record_that_is_a_named_pipe_is_flagged_without_waiting(tmp_path, reco
     pipe.unlink(missing_ok=True)
     os.mkfifo(pipe)
     exp = load_within(folder)
-    assert notes(exp, "t1") == f"damaged: {record}: a named pipe, not a regular file"
+    assert notes(exp, "t1").startswith(f"damaged: {record}: ") and "named pipe" in notes(exp, "t1")
     assert exp.trials.set_index("trial_id").loc["t2", "status"] == "finished"
 
 
@@ -84,7 +85,7 @@ def test_a_study_json_that_is_no_file_is_one_clear_error(tmp_path, capsys, make)
     make(folder / "study.json")
     with pytest.raises(ExperimentError) as caught:
         load_within(folder)
-    assert str(caught.value).startswith(f"{folder / 'study.json'} cannot be read (not a regular file); ")
+    assert str(caught.value).startswith(f"{folder / 'study.json'} ") and "not a regular file" in str(caught.value)
     for command in ("show", "report"):
         code, _ = run_cli([command, "baseline", "--storage-path", str(tmp_path)])
         err = capsys.readouterr().err
@@ -96,8 +97,10 @@ def test_a_damaged_asha_record_is_named_and_the_trials_still_load(tmp_path):
     folder = make_baseline(tmp_path / "baseline")
     (folder / "asha_stopped.json").mkdir()
     exp = load_experiment(folder)
-    assert exp.damaged == ["asha_stopped.json: a folder, not a regular file; trials ASHA stopped show as unfinished"]
-    assert exp.warnings()[0].startswith("damaged: asha_stopped.json: a folder")
+    # the record, what it is, and what follows from it: ASHA's stops read as unfinished
+    assert [line.split(": ")[0] for line in exp.damaged] == ["asha_stopped.json"], exp.damaged
+    assert "folder" in exp.damaged[0] and "unfinished" in exp.damaged[0]
+    assert exp.warnings()[0] == f"damaged: {exp.damaged[0]}"
     assert exp.trials["status"].tolist() == ["finished", "finished"]
 
 
@@ -134,8 +137,8 @@ def test_a_result_file_removed_after_the_listing_reads_as_not_yet_reported(tmp_p
 
 def test_an_experiment_folder_removed_while_it_is_read_is_one_clear_error(tmp_path):
     from results.reader import trial_folders
-    with pytest.raises(ExperimentError, match="no such folder"):
-        trial_folders(tmp_path / "gone")
+    with pytest.raises(ExperimentError, match=f"^{re.escape(str(tmp_path / 'gone'))}: "):
+        trial_folders(tmp_path / "gone")  # named, not a FileNotFoundError
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
@@ -143,7 +146,7 @@ def test_an_unreadable_record_is_flagged(tmp_path):
     folder = make_baseline(tmp_path / "baseline")
     (folder / "trial_t1" / "result.json").chmod(0)
     exp = load_experiment(folder)
-    assert notes(exp, "t1") == "damaged: result.json: cannot be read (Permission denied)"
+    assert notes(exp, "t1").startswith("damaged: result.json: ") and "(Permission denied)" in notes(exp, "t1")
 
 
 def test_a_params_json_that_is_not_json_or_no_mapping_is_flagged(tmp_path):
@@ -151,8 +154,8 @@ def test_a_params_json_that_is_not_json_or_no_mapping_is_flagged(tmp_path):
     (folder / "trial_t1" / "params.json").write_text('{"base": {"epo')
     (folder / "trial_t2" / "params.json").write_text("[1, 2]")
     exp = load_experiment(folder)
-    assert notes(exp, "t1") == "damaged: params.json: not JSON"
-    assert notes(exp, "t2") == "damaged: params.json: not a mapping (got list)"
+    assert notes(exp, "t1").startswith("damaged: params.json: ") and "JSON" in notes(exp, "t1")
+    assert notes(exp, "t2").startswith("damaged: params.json: ") and "(got list)" in notes(exp, "t2")
     assert notes(exp, "t3") == ""
     assert exp.trials["status"].tolist() == ["finished"] * 3  # the reports still say how far each got
 
@@ -177,18 +180,16 @@ def test_nan_and_infinite_values_in_params_json_are_flagged_and_report_is_writte
     assert "NaN" in (folder / "trial_t1" / "params.json").read_text()
     exp = load_experiment(folder)
     assert notes(exp, "t1").startswith("params.json: mixup_alpha: ") and "nan" in notes(exp, "t1")
-    assert notes(exp, "t1").endswith("the recipe values shown come from the last report")
-    assert notes(exp, "t2").startswith("params.json: OverflowError: ")
+    assert notes(exp, "t2").startswith("params.json: seed: ")  # the field named
     assert notes(exp, "t3") == ""
     canonical, reason = stats.is_canonical(exp.trials)
-    assert not canonical and reason == ("the paper's figures are for dataset = cifar100-lt (this experiment: ?, "
-                                        "synthetic-lt)")
+    assert not canonical and "cifar100-lt" in reason and "?, synthetic-lt" in reason  # the paper's, and what is here
     assert exp.paper_comparison().empty
 
     code, out = run_cli(["report", "baseline", "--storage-path", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 0 and out == f"report: {folder / 'report' / 'index.html'}\n" and "Traceback" not in err
-    assert "warning: trial t1: params.json: mixup_alpha: " in err and "warning: trial t2: params.json: " in err
+    assert f"warning: trial t1: {notes(exp, 't1')}\n" in err and f"warning: trial t2: {notes(exp, 't2')}\n" in err
     table = pd.read_csv(folder / "report" / "tables" / "trials.csv").set_index("trial_id")
     assert table.loc["t1", "notes"] == notes(exp, "t1") and table.loc["t1", "mixup_alpha"] == 0.4  # from the report
 
@@ -206,14 +207,15 @@ def test_an_infinite_metric_is_read_as_missing_and_never_ranked_best(tmp_path, c
     trials = exp.trials.set_index("trial_id")
     assert math.isnan(trials.loc["t1", "val_balanced_acc"])
     assert trials.loc["t1", "best_val_balanced_acc"] == pytest.approx(0.21)  # the best finite epoch
-    assert trials.loc["t1", "notes"] == "val_balanced_acc was infinite at epoch 3: read as missing, never ranked"
+    note = trials.loc["t1", "notes"]
+    assert note.startswith("val_balanced_acc ") and "infinite" in note and "epoch 3" in note, note  # what, when
     assert exp.sorted_trials()["trial_id"].tolist() == ["t2", "t1"]
     assert math.isnan(exp.epochs.set_index(["trial_id", "epoch"]).loc[("t1", 3), "val_balanced_acc"])
 
     code, out = run_cli(["show", str(folder)])
     lines = out.splitlines()
     assert code == 0 and lines[1].split()[0] == "t2" and lines[2].split()[0] == "t1"
-    assert "warning: trial t1: val_balanced_acc was infinite at epoch 3: read as missing, never ranked" in out
+    assert f"warning: trial t1: {note}\n" in out
 
 
 def test_infinite_values_over_many_epochs_are_summed_up_in_one_note(tmp_path):
@@ -221,7 +223,9 @@ def test_infinite_values_over_many_epochs_are_summed_up_in_one_note(tmp_path):
                            rows=lambda seed: [report_row(e, stop=6, val_nll=math.inf if e > 1 else 1.0)
                                               for e in range(1, 7)])
     exp = load_experiment(folder)
-    assert notes(exp, "t1") == "val_nll was infinite at epochs 2…6 (5 reports): read as missing, never ranked"
+    note = notes(exp, "t1")  # one note, with the span of epochs and how many reports it covers
+    assert note.startswith("val_nll ") and note.count("val_nll") == 1, note
+    assert "2…6" in note and "(5 reports)" in note, note
 
 
 def test_the_pareto_front_leaves_out_infinite_values():
@@ -251,12 +255,11 @@ def test_report_output_onto_a_file_or_through_one_is_refused(tmp_path, capsys, q
     make_baseline(tmp_path / "baseline")
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    for output, message in ((a_file, f"{a_file} is a file, not a folder"),
-                            (a_file / "report", f"{a_file} is a file, so no folder can be made under it")):
+    for output in (a_file, a_file / "report"):
         code, out = run_cli(["report", "baseline", "--storage-path", str(tmp_path), "--output", str(output)])
         err = capsys.readouterr().err
-        assert code == 2 and out == ""
-        assert err == f"error: --output: {message}; name a folder the report can be written to\n"
+        assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert_refused(err, "--output", then=str(a_file))  # the file in the way
     assert a_file.read_text() == "mine"
 
 
@@ -267,7 +270,8 @@ def test_report_output_in_a_read_only_place_is_refused(tmp_path, capsys, quick_r
     make_baseline(tmp_path / "baseline")
     code, _ = run_cli(["report", "baseline", "--storage-path", str(tmp_path), "--output", "/sys/balpoe-report"])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: --output: /sys/balpoe-report is not writable (")
+    assert code == 2, err
+    assert_refused(err, "--output", then="/sys/balpoe-report")
     assert not os.path.lexists("/sys/balpoe-report")
 
 
@@ -275,9 +279,8 @@ def test_report_parts_that_are_something_else_are_refused(tmp_path, quick_report
     exp = load_experiment(make_baseline(tmp_path / "baseline"))
     output = tmp_path / "out"
     (output / "index.html").mkdir(parents=True)
-    with pytest.raises(report.ReportError, match=r"^--output: .*/out/index.html is in the way of the report's "
-                                                 r"index.html \(it is not a file\)"):
-        report.write_report(exp, output)
+    with pytest.raises(report.ReportError, match=f"^--output: {re.escape(str(output / 'index.html'))} "):
+        report.write_report(exp, output)  # the part in the way, named
 
 
 @pytest.mark.parametrize("own_file", ["index.html", "tables/trials.csv", "figures/learning_curves.png"])
@@ -318,8 +321,9 @@ def test_a_full_disk_leaves_the_previous_report_as_it_was(tmp_path, monkeypatch,
     monkeypatch.setattr(report, "_write_file", fill_up)
     with pytest.raises(report.ReportError) as caught:
         report.write_report(exp)
-    assert str(caught.value) == (f"report: the report could not be written to {folder} (No space left on device); "
-                                 f"the folder is left as it was; free space or choose another --output")
+    message = str(caught.value)  # where, why, and the option for another place
+    assert message.startswith("report: ") and f" {folder} " in message and "(No space left on device)" in message
+    assert "--output" in message
     assert folder_bytes(folder) == before and sorted(p.name for p in folder.iterdir()) == [
         report.MANIFEST, "figures", "index.html", "tables"]
 
@@ -333,7 +337,8 @@ def test_a_full_disk_under_a_new_output_leaves_no_folder(tmp_path, capsys, monke
     output = tmp_path / "new" / "report"
     code, _ = run_cli(["report", "baseline", "--storage-path", str(tmp_path), "--output", str(output)])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith(f"error: --output: the report could not be written to {output} (No space ")
+    assert code == 2, err
+    assert_refused(err, "--output", f" {output} ", "(No space left on device)")
     assert not (tmp_path / "new").exists()
 
 

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import pickle
+import re
 
 from types import SimpleNamespace
 
@@ -18,7 +19,7 @@ from balpoe import export as export_module
 from balpoe.cli import main
 from balpoe.config import Config, ConfigError, load_file
 from balpoe.datasets import DataError, load_cifar
-from conftest import make_cifar_folder
+from conftest import assert_refused, make_cifar_folder
 
 
 # --- configs ------------------------------------------------------------------------------------------
@@ -29,11 +30,12 @@ from conftest import make_cifar_folder
 def test_a_config_nested_too_deeply_is_named(tmp_path, capsys, name, text):
     path = tmp_path / name
     path.write_text(text)
-    with pytest.raises(ConfigError, match=r"^config: .* is nested too deeply to be a config; "):
+    with pytest.raises(ConfigError, match=f"^config: {re.escape(str(path))} .*nested"):  # the file, and why
         load_file(path)
     assert main(["train", "--config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: config: {path} is nested too deeply") and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and "nested" in err, err
+    assert_refused(err, "config", then=str(path))
 
 
 def test_a_config_that_is_no_regular_file_is_named_without_reading_it(tmp_path, capsys):
@@ -41,10 +43,11 @@ def test_a_config_that_is_no_regular_file_is_named_without_reading_it(tmp_path, 
     os.mkfifo(pipe)  # reading it would wait for a writer forever
     for path in ("/dev/zero", str(pipe)):
         assert main(["train", "--config", path]) == 2
-        assert capsys.readouterr().err == (f"error: config: {path} is not a regular file; name a JSON or YAML "
-                                           f"config file\n")
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "regular file" in err, err  # what it is not
+        assert_refused(err, "config", then=path)
     assert main(["train", "--config", str(tmp_path / "absent.json")]) == 2
-    assert "file not found" in capsys.readouterr().err
+    assert_refused(capsys.readouterr().err, "config", str(tmp_path / "absent.json"))
 
 
 # --- CIFAR pickles ----------------------------------------------------------------------------------------
@@ -63,12 +66,12 @@ def test_a_cifar_pickle_with_a_code_payload_is_refused_by_name_and_never_runs(tm
     batch.write_bytes(pickle.dumps({b"data": RunsACommand(marker), b"labels": [0]}))
     with pytest.raises(DataError) as caught:
         load_cifar(root, "cifar10", download=False)
-    assert str(caught.value).startswith(f"{batch}: not a CIFAR pickle: it asks for posix.system, which a CIFAR data "
-                                        f"file never holds; refusing to load it, so nothing in it ran.")
+    assert str(caught.value).startswith(f"{batch}: ") and "posix.system" in str(caught.value)  # the file, the call
     code = main(["train", "--dataset", "cifar10-lt", "--data-dir", str(root), "--download", "0", "--epochs", "1",
                  "--save_dir", str(tmp_path / "run"), "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith(f"error: {batch}: not a CIFAR pickle") and "Traceback" not in err
+    assert code == 2, err
+    assert_refused(err, str(batch), "posix.system")
     assert not marker.exists()
 
 

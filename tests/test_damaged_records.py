@@ -17,8 +17,8 @@ import pytest
 from conftest import run_cli
 from results.app import ResultsSite
 from results.in_epoch import MAX_ETA_S, format_eta, trial_eta
-from results.reader import PROGRESS_FILE, read_progress
-from test_in_epoch_progress import fake_settings, local_storage, record, write_record
+from results.reader import read_progress
+from test_in_epoch_progress import fake_settings, local_storage, write_record
 from test_page import get, report_row, served, settled_rows, write_experiment
 
 DENORMAL = 5e-324

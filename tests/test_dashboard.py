@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE, run_cli
+from conftest import SMOKE, assert_refused, printed_command, run_cli
 from results import load_experiment
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the page is reached directly
@@ -45,16 +45,18 @@ def folder_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--port", "70000"], "--port: must be in 1…65535 (got 70000)"),
-    (["--refresh", "0"], "--refresh: must be >= 1 second"),
-    (["--detach"], "--detach/--stop: need --address"),
-    (["nope"], "experiment 'nope'"),
+@pytest.mark.parametrize("argv, option, shown", [  # what is refused, and the value or the fix the message shows
+    (["--port", "70000"], "--port", ["65535", "(got 70000)"]),
+    (["--refresh", "0"], "--refresh", ["(got 0)"]),
+    (["--detach"], "--detach/--stop", ["--address"]),
+    (["nope"], "experiment 'nope'", ["{storage}/nope", "--storage-path"]),
 ])
-def test_dashboard_rejects_bad_input_before_ray_starts(argv, message, tmp_path, capsys):
+def test_dashboard_rejects_bad_input_before_ray_starts(argv, option, shown, tmp_path, capsys):
     import ray
     code, _ = run_cli(["dashboard", *argv, "--storage-path", str(tmp_path)])
-    assert code == 2 and message in capsys.readouterr().err and not ray.is_initialized()
+    assert code == 2
+    assert_refused(capsys.readouterr().err, option, *(part.format(storage=tmp_path) for part in shown))
+    assert not ray.is_initialized()
 
 
 def test_a_taken_port_is_named_before_ray_starts(tmp_path, capsys):
@@ -64,10 +66,12 @@ def test_a_taken_port_is_named_before_ray_starts(tmp_path, capsys):
         holder.listen()
         port = holder.getsockname()[1]
         code, _ = run_cli(["dashboard", "--storage-path", str(tmp_path), "--port", str(port)])
-        assert code == 2 and f"--port: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+        assert code == 2
+        assert_refused(capsys.readouterr().err, "--port", f"127.0.0.1:{port} ")
         code, _ = run_cli(["baseline", *SMOKE, "--storage-path", str(tmp_path), "--serve-results",
                            "--results-port", str(port)])
-        assert code == 2 and f"--results-port: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+        assert code == 2
+        assert_refused(capsys.readouterr().err, "--results-port", f"127.0.0.1:{port} ")
     assert not ray.is_initialized()
 
 
@@ -177,7 +181,8 @@ def test_detach_leaves_the_page_on_a_standing_cluster_until_stop(tmp_path):
         detached = subprocess.run([*study, "--detach", "--port", str(port)], capture_output=True, text=True,
                                   env=env, timeout=180)
         assert detached.returncode == 0, detached.stdout + detached.stderr
-        assert f"python -m study.run dashboard --stop --address {cluster.address}" in detached.stdout
+        stop = printed_command(detached.stdout, "study.run")  # the command that stops it
+        assert stop[1:] == ["-m", "study.run", "dashboard", "--stop", "--address", cluster.address], detached.stdout
         status, body, _ = get(f"http://127.0.0.1:{port}/api/experiments")  # the driver is gone, the page is not
         assert (status, json.loads(body)) == (200, [])
         stopped = subprocess.run([*study, "--stop"], capture_output=True, text=True, env=env, timeout=180)

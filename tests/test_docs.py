@@ -15,6 +15,7 @@ import pytest
 
 import balpoe.cli
 import study.run
+from conftest import assert_refused
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
@@ -140,7 +141,7 @@ def test_run_sh_makes_the_venv_installs_once_and_reinstalls_when_pyproject_chang
     done, calls = run_script(checkout, "--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].startswith("creating .venv")
-    assert "installing the toolkit into .venv (first time" in done.stdout
+    assert any(line.startswith("installing") for line in done.stdout.splitlines())  # said before pip's output
     assert calls[1] == "python3 -m venv " + str(root / ".venv")
     assert [c for c in calls if not c.startswith("python3")] == [install, "-m study.run --help"]
     stamp = (root / ".venv" / ".toolkit-installed").read_text().split()
@@ -152,7 +153,7 @@ def test_run_sh_makes_the_venv_installs_once_and_reinstalls_when_pyproject_chang
     with open(root / "pyproject.toml", "a") as file:
         file.write("\n# changed\n")
     done, calls = run_script(checkout, "--help")
-    assert "pyproject.toml changed since the last install" in done.stdout
+    assert "pyproject.toml" in done.stdout.splitlines()[0]  # why it installs again
     assert calls == [install, "-m study.run --help"]
 
 
@@ -169,7 +170,8 @@ def test_the_test_extra_serves_run_sh_but_not_the_other_way_round(checkout):
 def test_a_failed_install_says_so_and_is_tried_again_next_time(checkout):
     done, calls = run_script(checkout, "--help", FAKE_FAIL="pip install", FAKE_CODE="1")
     assert done.returncode == 1 and "-m study.run --help" not in calls
-    assert "error: installing the toolkit into .venv failed" in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and ".venv" in errors[0], done.stderr  # said so, naming what failed to install
     assert not (checkout[0] / ".venv" / ".toolkit-installed").exists()
     done, calls = run_script(checkout, "--help")
     assert done.returncode == 0 and calls[0].startswith("-m pip install")
@@ -178,7 +180,8 @@ def test_a_failed_install_says_so_and_is_tried_again_next_time(checkout):
 def test_an_old_python_is_refused_with_the_fix(checkout):
     done, _ = run_script(checkout, "--help", FAKE_OLD="1")
     assert done.returncode == 1 and not (checkout[0] / ".venv").exists()
-    assert done.stderr.startswith("error: PYTHON: python3 is Python 3.8.10; the toolkit needs 3.10 or newer")
+    # the interpreter found, its version, the version needed and the setting that chooses another
+    assert_refused(done.stderr, "PYTHON", "python3 ", "3.8.10", "3.10", "PYTHON=")
 
 
 def test_no_arguments_run_the_first_study_then_its_report_and_name_the_next_commands(checkout):
@@ -198,7 +201,7 @@ def test_no_arguments_run_the_first_study_then_its_report_and_name_the_next_comm
     (folder / "study.json").write_text("{}")
     done, calls = run_script(checkout)
     assert done.returncode == 0 and calls == ["-m study.run resume first-study", "-m study.run report first-study"]
-    assert "exists: showing it again" in done.stdout
+    assert str(folder) in done.stdout  # the study it shows again, named
 
 
 def test_an_interrupted_first_study_stops_with_its_exit_code_before_the_report(checkout):

@@ -25,6 +25,21 @@ def rows(output: str) -> dict[str, tuple[str, str]]:
     return found
 
 
+def fix_of(output: str, name: str) -> str:
+    """The fix printed under the row of check `name` ("" when it has none)."""
+    lines = output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line[:4].strip() in ("ok", "warn", "FAIL")
+              and line[6:6 + doctor.NAME_WIDTH].strip() == name)
+    following = lines[at + 1] if at + 1 < len(lines) else ""
+    is_fix = following[:1] == " " and following.strip().startswith("fix:")  # indented under its row
+    return following.strip().removeprefix("fix: ") if is_fix else ""
+
+
+def verdict(output: str) -> str:
+    """The last line: how many checks failed."""
+    return output.rstrip().splitlines()[-1]
+
+
 def test_defaults():
     args = parse()
     assert (args.dataset, args.data_dir, args.storage_path, args.address, args.skip_ray) == \
@@ -83,10 +98,10 @@ def test_missing_cifar_fails_with_the_fix(tmp_path, capsys):
     status, detail = rows(out)["data cifar100-lt"]
     assert (code, status) == (1, "FAIL"), out
     assert "absent" in detail and "cifar-100-python" in detail
-    assert "fix: offline: copy cifar-100-python/ from a machine that has it" in out  # works without internet
-    assert "--data-dir FOLDER" in out and "--preset fmnist or smoke" in out
+    fix = fix_of(out, "data cifar100-lt")  # what to copy (it works without internet), where to point, the presets
+    assert "cifar-100-python/" in fix and "--data-dir FOLDER" in fix and "--preset fmnist" in fix, out
     assert not (tmp_path / "nothing").exists()  # doctor never downloads
-    assert out.rstrip().endswith("1 check failed: fix them before a long run")
+    assert verdict(out).startswith("1 check failed"), out
 
 
 def test_unwritable_storage_path_fails(tmp_path, capsys):
@@ -96,19 +111,19 @@ def test_unwritable_storage_path_fails(tmp_path, capsys):
     out = capsys.readouterr().out
     status, detail = rows(out)["storage path"]
     assert (code, status) == (1, "FAIL"), out
-    assert f"{blocker} is a file, so no folder can be made under it" in detail
-    assert "fix: choose a writable --storage-path" in out
+    assert f"{blocker} " in detail, detail  # the file in the way
+    assert "--storage-path" in fix_of(out, "storage path"), out
 
 
 def test_a_bucket_is_checked_as_studies_check_it(object_store, capsys):
     storage = object_store.bucket("doctor-runs") + "/runs"
     assert doctor.run(parse("--dataset", "synthetic-lt", "--storage-path", storage, "--skip-ray")) == 0
-    assert rows(capsys.readouterr().out)["storage path"] == ("ok", f"{storage} writable (an object store: a test "
-                                                                    f"object written, read, removed)")
+    status, detail = rows(capsys.readouterr().out)["storage path"]
+    assert status == "ok" and detail.startswith(f"{storage} ") and "object store" in detail, detail
     code = doctor.run(parse("--dataset", "synthetic-lt", "--storage-path", "s3://no-such-bucket/runs", "--skip-ray"))
     out = capsys.readouterr().out
     assert code == 1
-    assert rows(out)["storage path"][0] == "FAIL" and "the bucket 'no-such-bucket' does not exist" in out
+    assert rows(out)["storage path"][0] == "FAIL" and "'no-such-bucket'" in rows(out)["storage path"][1], out
 
 
 def test_two_failures_are_counted(tmp_path, capsys):
@@ -117,7 +132,7 @@ def test_two_failures_are_counted(tmp_path, capsys):
     code = doctor.run(parse("--dataset", "cifar10-lt", "--data-dir", str(tmp_path),
                             "--storage-path", str(blocker / "runs"), "--skip-ray"))
     assert code == 1
-    assert capsys.readouterr().out.rstrip().endswith("2 checks failed: fix them before a long run")
+    assert verdict(capsys.readouterr().out).startswith("2 checks failed")
 
 
 def test_fashion_mnist_absent_fails_with_the_apt_fix(tmp_path, capsys, monkeypatch):
@@ -127,7 +142,7 @@ def test_fashion_mnist_absent_fails_with_the_apt_fix(tmp_path, capsys, monkeypat
                             "--storage-path", str(tmp_path / "runs"), "--skip-ray"))
     out = capsys.readouterr().out
     assert (code, rows(out)["data fashion-mnist-lt"][0]) == (1, "FAIL"), out
-    assert "fix: apt-get install dataset-fashion-mnist" in out
+    assert "apt-get install dataset-fashion-mnist" in fix_of(out, "data fashion-mnist-lt"), out
 
 
 def test_a_missing_torch_is_a_fail_row_not_a_traceback(tmp_path):
@@ -139,5 +154,5 @@ def test_a_missing_torch_is_a_fail_row_not_a_traceback(tmp_path):
               f"sys.exit(main(['doctor', '--dataset', 'synthetic-lt', '--storage-path', {str(tmp_path)!r}, '--skip-ray']))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    assert rows(done.stdout)["torch"][0] == "FAIL" and "fix: pip install -e ." in done.stdout
+    assert rows(done.stdout)["torch"][0] == "FAIL" and "pip install -e ." in fix_of(done.stdout, "torch"), done.stdout
     assert rows(done.stdout)["data synthetic-lt"][0] == "ok"

@@ -11,13 +11,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE
-from study.cluster import init_local_ray, is_loopback
+from conftest import SMOKE, eventually
+from study.local_ray import init_local_ray
+from study.ports import is_loopback
 from study.ray_internals import cluster_mode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,11 +80,14 @@ def test_local_study_listens_on_loopback_only(tmp_path):
     reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
     reader.start()
     sockets: set = set()
-    deadline = time.monotonic() + 240
+
+    def collect() -> bool:  # adds what listens now; true once the study has ended
+        if driver.poll() is not None:
+            return True
+        sockets.update(listening_sockets(driver.pid))
+        return False
     try:
-        while driver.poll() is None and time.monotonic() < deadline:  # look every 0.5 s while the study runs
-            sockets |= listening_sockets(driver.pid)
-            time.sleep(0.5)
+        eventually(collect, timeout_s=240, interval_s=0.5)  # look every 0.5 s while the study runs
     finally:
         if driver.poll() is None:
             driver.send_signal(signal.SIGTERM)  # Tune saves and returns; Ray shuts down
@@ -119,15 +122,17 @@ def test_an_exposed_dashboard_exposes_nothing_else():
         assert cluster_mode() == mode_before
         assert ray.get(ray.remote(lambda: 1).remote()) == 1  # a worker, with its gRPC server, is up
         sockets: set = set()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the agents come up a little after ray.init returns
-            sockets = listening_sockets(os.getpid())
+
+        def agents_listen() -> bool:  # what listens now, kept in `sockets`; true once the agents and dashboard do
+            sockets.clear()
+            sockets.update(listening_sockets(os.getpid()))
             names = {name for *_, name in sockets}
-            if {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names and dashboard_port in {s[2] for s in sockets}:
-                break
-            time.sleep(0.5)
+            ports = {s[2] for s in sockets}
+            return {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names and dashboard_port in ports
+        eventually(agents_listen, timeout_s=60, interval_s=0.5)  # the agents come up a little after ray.init returns
     finally:
         ray.shutdown()
+    names = {name for *_, name in sockets}
     assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names, describe(sockets)
     if {(address, port) for _, address, port, *_ in exposed(sockets)} != {("0.0.0.0", dashboard_port)}:
         pytest.fail(f"only the dashboard (0.0.0.0:{dashboard_port}) may listen beyond loopback, not:\n"

@@ -118,7 +118,7 @@ def fits(tmp_path_factory) -> tuple[Fitted, Fitted]:
 def test_fit_passes_its_callbacks_to_every_phase(fits):
     train = [("train", done, 9) for done in range(1, 10)]
     assert fits[1].calls == train + [("val", 1, 1)] + train + [("val", 1, 1)] \
-        + [("val", 1, 1), ("test", 1, 1), ("test_full", 1, 1)]  # final metrics: temperature, test, test_full
+        + [("test_full", 1, 1)]  # final metrics: one pass over the test set, which holds val and test
 
 
 def test_epoch_rows_stay_clean_on_a_shared_terminal(fits):
@@ -129,7 +129,7 @@ def test_epoch_rows_stay_clean_on_a_shared_terminal(fits):
     assert [row.split()[0] for row in screen[1:]] == ["1/2", "2/2"]
     assert "epoch 2/2  train 3/9 batches" in fits[1].terminal
     log = fits[1].log.splitlines()
-    assert "\r" not in fits[1].log and len(log) == 2 * (9 + 1) + 3
+    assert "\r" not in fits[1].log and len(log) == 2 * (9 + 1) + 1
     assert log[9 + 1 + 8].startswith("epoch 2/2  train 9/9 batches  ") and log[-1] == "epoch 2/2  test_full 1/1 batches"
 
 
@@ -203,10 +203,11 @@ def test_export_logits_reports_progress_per_split(tmp_path):
     checkpoint = tmp_path / "fake.pth"
     checkpoint.write_bytes(b"not a real checkpoint: only hashed")
     recorder, lines = Recorder(), []
-    export_logits(trainer, checkpoint, tmp_path / "logits", ["val", "test_full"], log=lines.append,
+    export_logits(trainer, checkpoint, tmp_path / "logits", ["train", "val", "test_full"], log=lines.append,
                   callbacks=[recorder])
-    assert recorder.calls == [("val", 1, 1), ("test_full", 1, 1)]
-    assert len(lines) == 3
+    # val comes from test_full's pass (the test set holds it): each test image forwarded once
+    assert [phase for phase, _, _ in recorder.calls] == ["train", "test_full"]
+    assert len(lines) == 4  # a line per split, and where the export is
 
 
 @pytest.mark.parametrize("stream_cls", [io.StringIO, FakeTTY])

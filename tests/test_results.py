@@ -20,6 +20,7 @@ import torch
 from conftest import run_cli
 from results import ExperimentError, load_experiment
 from results import stats
+from results.settings import asha_rungs
 from results.tables import pareto_front
 
 
@@ -234,9 +235,13 @@ def test_asha_fidelity_per_rung_with_verdicts():
     assert fidelity["spearman"].tolist()[:2] == pytest.approx([1.0, -1.0])
     assert fidelity["verdict"][0].startswith("good") and fidelity["verdict"][1].startswith("low")
     assert fidelity["verdict"][2] == "too few trials reached the end (0) to tell"
-    assert stats.asha_rungs(165, 2, 200) == [165] and stats.asha_rungs(50, 2, 200) == [50, 100, 200]
-    assert stats.default_rungs({"asha": True, "grace_period": 50, "reduction_factor": 2, "max_t": 200}, 200) == [50, 100]
-    assert stats.default_rungs({"asha": False}, 200) == [50, 100, 150]
+    assert asha_rungs(165, 2, 200) == [165] and asha_rungs(50, 2, 200) == [50, 100, 200]
+    from balpoe.config import Config
+    from results.settings import StudySettings
+    study = StudySettings(kind="baseline", name="b", storage_path="/runs", base=Config(), max_t=200, grace_period=50)
+    assert stats.default_rungs(study, 200) == [50, 100]
+    assert stats.default_rungs(study.with_changes(asha=False), 200) == [50, 100, 150]
+    assert stats.default_rungs(None, 200) == [50, 100, 150]  # a plain Tune folder
 
 
 def test_noise_test_prediction_interval_and_welch():

@@ -149,7 +149,8 @@ def test_a_plain_tune_experiment_and_a_valid_study_json_still_load(tmp_path):
                    objectives=[["val_balanced_acc", "max"], ["val_ece", "min"]])
     exp = load_experiment(search)
     assert (exp.kind, exp.expected_trials, exp.stop_epoch, exp.objectives) == \
-        ("search", 2, 1, [["val_balanced_acc", "max"], ["val_ece", "min"]])
+        ("search", 2, 1, (("val_balanced_acc", "max"), ("val_ece", "min")))
+    assert exp.settings == StudySettings.load(search)  # the reader holds the model itself
 
 
 # --- 2. report rows with wrongly typed values --------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_a_search_with_cool_down_rungs_decides_on_the_cooled_scores_and_counts_t
             "--storage-path", str(tmp_path)]
     assert main(argv) == 0, capsys.readouterr()
     exp = load_experiment(tmp_path / "search-alpha_tau-smoke")
-    assert exp.settings["fidelity"] == "cooldown" and exp.cooldowns == {1: 1, 2: 1}
+    assert exp.settings.fidelity == "cooldown" and exp.cooldowns == {1: 1, 2: 1}
     cooled = exp.rungs[exp.rungs["fidelity"] == "cooldown"]
     assert set(cooled["epoch"]) <= {1, 2} and (cooled["cooldown_epochs"] == 1).all() and len(cooled) >= 4
     assert not [c for c in exp.epochs.columns if c.startswith(("cooled_", "rung_"))]

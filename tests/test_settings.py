@@ -9,7 +9,7 @@ from pydantic import ValidationError
 import balpoe.config as config_module
 from balpoe.config import Config, ConfigError
 from results.settings import StudyError, StudySettings
-from search_spaces import resolve_trial_config
+from results.trial_params import TrialParams
 from study.options import build_parser
 from study.settings import resume_settings, settings_from_args
 
@@ -60,12 +60,14 @@ def test_study_json_round_trips_and_resume_places_it_where_the_folder_is_now(tmp
 
 
 def test_results_and_the_driver_read_study_json_through_the_same_model(tmp_path):
+    from results import load_experiment
     from results.reader import read_settings
     settings = settings_for(["baseline", "--preset", "smoke", "--seeds", "1", "2"], tmp_path)
     folder = tmp_path / settings.name
     folder.mkdir()
     settings.save(folder)
-    assert read_settings(folder) == StudySettings.load(folder).model_dump(mode="json")
+    assert read_settings(folder) == StudySettings.load(folder) == settings
+    assert load_experiment(folder).settings == settings  # what every reader holds
     (folder / "study.json").write_text(json.dumps({**json.loads((folder / "study.json").read_text()), "max_t": 0}))
     with pytest.raises(ValueError, match="--max-t: must be in"):
         read_settings(folder)
@@ -89,9 +91,9 @@ def test_a_trial_builds_its_recipe_from_its_dict_once(monkeypatch, tmp_path):
     trial = {**{k: v for k, v in space.items() if k not in ("mixup_alpha", "tau_spread")},
              "mixup_alpha": 0.3, "tau_spread": 0.5}
     builds = count_config_builds(monkeypatch)
-    config = resolve_trial_config(trial)
+    config = TrialParams.of(trial).recipe()
     assert builds[0] == 1
-    assert config.mixup_alpha == 0.3 and config.tau_list == [0.5, 1.0, 1.5] and config.epochs == 2
+    assert config.mixup_alpha == 0.3 and config.tau_list == (0.5, 1.0, 1.5) and config.epochs == 2
 
 
 def test_the_driver_never_rebuilds_the_recipe_of_settings_it_has(monkeypatch, tmp_path):

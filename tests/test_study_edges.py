@@ -9,12 +9,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
 
 import pytest
 
+from conftest import eventually
 from study.options import build_parser
 from study.run import main
 from study.trainable import trial_threads
@@ -170,18 +170,17 @@ def test_ctrl_c_while_ray_starts_stops_everything_it_started(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,  # Ray's agents would hold a stdout pipe
         env={**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"})
     try:
-        deadline = time.monotonic() + 120
         # the raylet has just started: ray.init is under way (interrupted here, Ray 2.60 left its agents)
-        while not any(b"raylet" in command for command in processes_with(marker).values()):
-            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
-            time.sleep(0.02)
+        def raylet_or_driver_gone():
+            if any(b"raylet" in command for command in processes_with(marker).values()):
+                return "raylet"
+            return driver.poll() is not None and "the driver ended"
+        assert eventually(raylet_or_driver_gone, timeout_s=120, interval_s=0.02) == "raylet", driver.communicate()
         driver.send_signal(signal.SIGINT)
         err = driver.communicate(timeout=120)[1]
         assert driver.returncode == 130, err
         assert not (tmp_path / "baseline-smoke" / "study.json").exists() and "resume" not in err
-        deadline = time.monotonic() + 20
-        while processes_with(marker) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        eventually(lambda: not processes_with(marker), timeout_s=20, interval_s=0.2)
         assert processes_with(marker) == {}
     finally:
         driver.kill()
