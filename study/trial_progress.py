@@ -68,6 +68,8 @@ class ProgressFile:
         now = self.clock()
         if done == 1:  # a phase's rate counts from its first batch's end (warm-up and compiling left out)
             self.phase_start = (phase, now, 1)
+        if phase == "train" and self.stage == "epoch" and done == total:  # the epoch's training rate, known
+            self._keep_train_rate(total, now)                              # even when no write fell in it
         if now < self.due and (now < self.soon or 1 < done < total):
             self.unwritten = (trainer, phase, done, total, now)
             return
@@ -106,6 +108,11 @@ class ProgressFile:
             self.failed = True
         spacing = (time.perf_counter() - started_writing) / self.max_write_share
         self.due, self.soon = now + max(self.interval, spacing), now + max(self.interval / 4, spacing)
+
+    def _keep_train_rate(self, total: int, now: float) -> None:
+        phase, started, started_done = self.phase_start or ("", now, total)
+        if phase == "train" and total > started_done and now > started:
+            self.train_batches, self.train_rate = total, (total - started_done) / (now - started)
 
 
 def _images_per_s(trainer, phase: str, from_batches: int, to_batches: int, elapsed: float) -> float | None:

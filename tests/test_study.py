@@ -367,7 +367,7 @@ def test_a_study_stops_cleanly_before_its_disk_is_full_and_resume_keeps_every_ep
     out, err = capsys.readouterr()
     assert code == 130, out + err
     error = next((line for line in err.splitlines() if line.startswith("error: ")), err)
-    assert_refused(error, "--storage-path", "50 MB", f" {experiment} ", "--min-free-mb")  # what is left, where
+    assert_refused(error, "--storage-path", "50 MB", f" {experiment}", "--min-free-mb")  # what is left, where
     assert printed_command(out, "study.run")[1:5] == ["-m", "study.run", "resume", "baseline-smoke"]
     stopped_at = [r["epoch"] for r in next(iter(reports(experiment).values()))]
     assert stopped_at and stopped_at == list(range(1, len(stopped_at) + 1)) and len(stopped_at) < 4
