@@ -45,6 +45,11 @@ def option(default: Any, *flags: str, help: str, official: str | None = None, pa
     return Field(default, json_schema_extra=extra, **bounds)
 
 
+def as_tuples(value: Any) -> Any:
+    """Lists (at any depth) as tuples: JSON and the command line give lists, frozen models hold tuples."""
+    return tuple(map(as_tuples, value)) if isinstance(value, list) else value
+
+
 class Config(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", allow_inf_nan=False,
                               validate_default=False)
@@ -117,7 +122,7 @@ class Config(BaseModel):
     @classmethod
     def _taus_as_tuple(cls, value: Any) -> Any:
         """JSON and the CLI give a list; a tuple cannot change, so one τ per expert stays true."""
-        return tuple(value) if isinstance(value, list) else value
+        return as_tuples(value)
 
     @model_validator(mode="after")
     def _fields_fit_together(self) -> "Config":

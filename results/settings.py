@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from balpoe.config import UINT32_MAX, Config, ConfigError, bounds_text, config_error
+from balpoe.config import UINT32_MAX, Config, ConfigError, as_tuples, bounds_text, config_error
 from balpoe.cooldown import cooldown_epochs, in_trunk
 from search_spaces import SpaceError, get_space, resolve_ranges
 
@@ -139,9 +139,7 @@ class StudySettings(RankedByObjectives, BaseModel):
     @classmethod
     def _lists_as_tuples(cls, value: Any) -> Any:
         """JSON and the command line give lists; the settings hold tuples, which cannot be changed."""
-        def frozen(item: Any) -> Any:
-            return tuple(map(frozen, item)) if isinstance(item, list) else item
-        return {k: frozen(v) for k, v in value.items()} if isinstance(value, dict) else frozen(value)
+        return {k: as_tuples(v) for k, v in value.items()} if isinstance(value, dict) else as_tuples(value)
 
     # --- derived views ----------------------------------------------------------------------------
     @property

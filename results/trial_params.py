@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from balpoe.config import Config, config_error
+from balpoe.config import Config, as_tuples, config_error
 
 
 class CooldownPlan(BaseModel):
@@ -26,7 +26,7 @@ class CooldownPlan(BaseModel):
     @classmethod
     def _rungs_as_tuple(cls, value: Any) -> Any:
         """params.json (and Tune's copy of the config) gives a list."""
-        return tuple(value) if isinstance(value, list) else value
+        return as_tuples(value)
 
 
 class TrialParams(BaseModel):
@@ -65,4 +65,3 @@ class TrialParams(BaseModel):
     def last_epoch(self, recipe: Config) -> int:
         """Where the trial ends, with its end-of-training evaluation."""
         return min(self.stop_epoch or recipe.epochs, recipe.epochs)
-
