@@ -30,11 +30,11 @@ from .shared_storage import check_shared_storage
 from .tuner import build_tuner, restore_tuner
 
 
-def prepare_data(settings: StudySettings) -> StudySettings:
-    """Download/check the data once, here, so trials never race to fetch it: they get `download=False`."""
+def prepare_data(settings: StudySettings) -> None:
+    """Download/check the data once, here, before Ray starts, so trials never race to fetch it (a trial
+    never downloads: `study.trainable`). A resumed study checks it again: the machine may have changed."""
     from balpoe.data import load_raw
     load_raw(settings.base)
-    return settings.with_changes(base=settings.base.replace(download=False)) if settings.base.download else settings
 
 
 def resolve_resources(settings: StudySettings) -> StudySettings:
@@ -104,8 +104,7 @@ def quiet_ray() -> None:
 
 def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = False) -> int:
     """`settings` are checked and the experiment folder is locked; returns the exit code."""
-    if not resume:
-        settings = prepare_data(settings)
+    prepare_data(settings)
     quiet_ray()
     served = False
     try:  # from before Ray starts: a Ctrl-C while it starts is raised once it has, and Ray is shut down

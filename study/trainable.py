@@ -104,7 +104,7 @@ def train_balpoe(trial_config: dict, on_epoch_end=None) -> None:
     path, which every node of a cluster shares, or an object store)."""
     params = TrialParams.of(trial_config)
     torch.set_num_threads(trial_threads(params.threads))
-    config = params.recipe()
+    config = params.recipe().replace(download=False)  # the driver fetched the data once, before Ray started
     trainer = Trainer(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint:

@@ -1,11 +1,14 @@
 """Shared fixtures: small CIFAR-format data sets generated on the fly, and tiny configs."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
 import pickle
 import shlex
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +118,16 @@ def study_settings(stop_epoch: int = 4, trials: int = 2, asha: bool = False, max
 
 
 # --- small real studies, run once per session through the real CLI on a local 2-CPU Ray ------------
-SMOKE = ["--preset", "smoke", "--num-cpus", "2", "--checkpoint-every", "1", "--progress-interval", "2",
-         "--cpus-per-trial", "1"]
+# SMOKE_RANKED: the smoke preset as users run it; its generated images are enough for epoch 1 to rank
+# trials, so studies whose ASHA decisions a test compares use it. SMOKE: the same on a smaller generated
+# CIFAR-10 (20 training images per class before the imbalance, 10 test), for studies that prove wiring,
+# not learning: a trial's epoch costs half as much.
+RAY_TEST_ARGS = ["--num-cpus", "2", "--checkpoint-every", "1", "--progress-interval", "2", "--cpus-per-trial", "1"]
+SMOKE_RANKED = ["--preset", "smoke", *RAY_TEST_ARGS]
+STUDY_DATA = make_cifar_folder(Path(tempfile.mkdtemp(prefix="balpoe-study-data-")), "cifar10",
+                               train_per_class=20, test_per_class=10)
+atexit.register(shutil.rmtree, STUDY_DATA, True)
+SMOKE = [*SMOKE_RANKED, "--dataset", "cifar10-lt", "--data-dir", str(STUDY_DATA)]
 
 
 @dataclass
@@ -141,7 +152,7 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
 
 @pytest.fixture(scope="session")
 def smoke_baseline(tmp_path_factory) -> Ran:
-    """`study.run baseline --preset smoke --seeds 1 2`: two seeds × 2 epochs."""
+    """`study.run baseline` of `SMOKE --seeds 1 2`: two seeds × 2 epochs."""
     storage = tmp_path_factory.mktemp("baseline-runs")
     code, out = run_cli(["baseline", *SMOKE, "--seeds", "1", "2", "--storage-path", str(storage)])
     return Ran(code, out, storage / "baseline-smoke")
@@ -149,9 +160,9 @@ def smoke_baseline(tmp_path_factory) -> Ran:
 
 @pytest.fixture(scope="session")
 def smoke_search(tmp_path_factory) -> Ran:
-    """`study.run search --preset smoke`: 4 samples, one at a time, ASHA from epoch 1."""
+    """`study.run search` of `SMOKE_RANKED`: 4 samples, one at a time, ASHA from epoch 1."""
     storage = tmp_path_factory.mktemp("search-runs")
-    code, out = run_cli(["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
+    code, out = run_cli(["search", *SMOKE_RANKED, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
                          "--grace-period", "1", "--storage-path", str(storage)])
     return Ran(code, out, storage / "search-alpha_tau-smoke")
 

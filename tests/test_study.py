@@ -15,7 +15,7 @@ import pytest
 
 from balpoe.config import Config
 from balpoe.shell import interpreter
-from conftest import SMOKE, assert_refused, interrupted_cli, printed_command
+from conftest import SMOKE, SMOKE_RANKED, assert_refused, interrupted_cli, printed_command
 from results import load_experiment
 from results.reader import read_trial, trial_folders
 from study.run import main
@@ -285,7 +285,7 @@ def test_a_resumed_search_stops_the_trials_its_uninterrupted_twin_stops(smoke_se
     cutoffs and the same trials are stopped, with the same points."""
     twin = optuna_decisions(smoke_search.experiment)
     assert any(state == "PRUNED" for number, _, state in twin if number >= 2)  # a decision the resume must redo
-    argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
+    argv = ["search", *SMOKE_RANKED, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
             "--grace-period", "1", "--storage-path", str(tmp_path)]
     interrupted_cli(argv, lambda line: "2 terminated" in line and "1 running" in line)
     experiment = tmp_path / "search-alpha_tau-smoke"
@@ -302,7 +302,8 @@ def test_a_second_ctrl_c_while_tune_stops_ends_quietly_with_the_resume_command(t
     watchdog = threading.Timer(300, driver.kill)
     watchdog.start()
     for line in driver.stdout:  # interrupt once the trial is training
-        if "epoch    2/100" in line:  # the epoch under way: the first one is reported
+        under_way = re.search(r"\bepoch +(\d+)/100\b", line)
+        if under_way and int(under_way.group(1)) >= 2:  # the epoch under way: the first one is reported
             break
     driver.send_signal(signal.SIGINT)
     time.sleep(0.5)  # two signals at once would be delivered as one
