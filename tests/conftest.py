@@ -119,7 +119,7 @@ def study_settings(stop_epoch: int = 4, trials: int = 2, asha: bool = False, max
 
 # --- small real studies, run once per session through the real CLI on a local 2-CPU Ray ------------
 # SMOKE_RANKED: the smoke preset as users run it; its generated images are enough for epoch 1 to rank
-# trials, so studies whose ASHA decisions a test compares use it. SMOKE: the same on a smaller generated
+# trials, so studies whose ASHA decisions a test counts or compares use it. SMOKE: the same on a smaller generated
 # CIFAR-10 (20 training images per class before the imbalance, 10 test), for studies that prove wiring,
 # not learning: a trial's epoch costs half as much.
 RAY_TEST_ARGS = ["--num-cpus", "2", "--checkpoint-every", "1", "--progress-interval", "2", "--cpus-per-trial", "1"]
@@ -152,9 +152,10 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
 
 @pytest.fixture(scope="session")
 def smoke_baseline(tmp_path_factory) -> Ran:
-    """`study.run baseline` of `SMOKE --seeds 1 2`: two seeds × 2 epochs."""
+    """`study.run baseline` of `SMOKE_RANKED --seeds 1 2`: two seeds × 2 epochs, on smoke_search's data
+    (the report compares the two)."""
     storage = tmp_path_factory.mktemp("baseline-runs")
-    code, out = run_cli(["baseline", *SMOKE, "--seeds", "1", "2", "--storage-path", str(storage)])
+    code, out = run_cli(["baseline", *SMOKE_RANKED, "--seeds", "1", "2", "--storage-path", str(storage)])
     return Ran(code, out, storage / "baseline-smoke")
 
 

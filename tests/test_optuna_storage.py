@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from ray import tune
 
 from balpoe.config import Config
-from conftest import SMOKE, assert_refused
+from conftest import SMOKE, SMOKE_RANKED, assert_refused
 from results import load_experiment
 from results.app import ResultsSite
 from results.experiment import read_optuna
@@ -346,7 +346,7 @@ def test_a_reader_creates_nothing_and_names_a_database_that_does_not_answer(tmp_
 def test_a_search_on_postgresql_records_every_trial_there_and_results_read_it(postgres, tmp_path, capsys,
                                                                               monkeypatch):
     url = postgres.url()
-    argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
+    argv = ["search", *SMOKE_RANKED, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
             "--grace-period", "1", "--name", "pg-search", "--optuna-storage", url, "--storage-path", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", ["study.run", *argv])  # the command study.json records
     code = main(argv)

@@ -141,10 +141,10 @@ def test_the_learning_curves_ring_each_cooled_rung(cooled_search):
 def test_a_search_with_cool_down_rungs_decides_on_the_cooled_scores_and_counts_them(tmp_path, capsys):
     import optuna
 
-    from conftest import SMOKE
+    from conftest import SMOKE_RANKED
     from study.run import main
     # 4 epochs, LR steps after 3: ASHA rungs 1 and 2 are cooled for 1 epoch each
-    argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
+    argv = ["search", *SMOKE_RANKED, "--space", "alpha_tau", "--num-samples", "4", "--max-concurrent", "1",
             "--epochs", "4", "--step1", "3", "--step2", "4", "--fidelity", "cooldown", "--grace-period", "1",
             "--storage-path", str(tmp_path)]
     assert main(argv) == 0, capsys.readouterr()
