@@ -283,5 +283,7 @@ def read_optuna(where: Location | str, study_name: str, objectives: list[str]) -
     except Exception as err:  # a foreign database, or one changed while read, must not break the tables
         raise ExperimentError(f"{label}: cannot read the Optuna study {study_name!r} "
                               f"({driver_message(err, url)})") from None
-    names = {f"values_{i}": metric for i, metric in enumerate(objectives)} | {"value": objectives[0]}
+    # by position (`value`, `values_0`…) in a record without metric names, `values_<metric>` in one with them
+    names = {f"values_{i}": metric for i, metric in enumerate(objectives)} | {"value": objectives[0]} | \
+        {f"values_{metric}": metric for metric in objectives}
     return frame.rename(columns=lambda c: names.get(c, c.removeprefix("params_")))

@@ -205,6 +205,10 @@ class OptunaSearcher(Searcher):
             storage=self.storage, sampler=self.sampler, pruner=optuna.pruners.NopPruner(),
             study_name=self.study_name, load_if_exists=True,
             directions=["maximize" if mode == "max" else "minimize" for mode in self.modes])
+        if self.study.metric_names is None:  # optuna-dashboard then shows val_balanced_acc, not "Objective 0"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(self.metrics)
         if not self.study.trials and self.seed_point:
             self.study.enqueue_trial(self.seed_point)
         known = set(self.trial_numbers.values())

@@ -78,6 +78,7 @@ def test_several_objectives_take_no_intermediate_values(tmp_path):
     searcher.on_trial_complete("b", {"epoch": 2, "val_balanced_acc": 0.1, "val_ece": 0.5})
     study = optuna.load_study(study_name="study", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["val_balanced_acc", "val_ece"]  # optuna-dashboard's axis names
     complete, pruned = study.trials
     assert (complete.state, complete.values, complete.intermediate_values) == (TrialState.COMPLETE, [0.4, 0.1], {})
     assert (pruned.state, pruned.values) == (TrialState.PRUNED, None)

@@ -181,6 +181,7 @@ def test_search_seeds_paper_point_and_asha_stops_early(smoke_search):
     import optuna
     study = optuna.load_study(study_name="search-alpha_tau-smoke", storage=f"sqlite:///{experiment / 'optuna.db'}")
     assert len(study.trials) == 4 and study.trials[0].params == {"mixup_alpha": 0.4, "tau_spread": 1.0}
+    assert study.metric_names == ["val_balanced_acc"]  # optuna-dashboard names the objective
     assert re.search(rf"\b{len(stopped)} stopped early\b", smoke_search.out), smoke_search.out  # the summary's count
     # Optuna hears ASHA's stops as PRUNED (ranked by the epoch reached), finished trials as COMPLETE
     settings = json.loads((experiment / "study.json").read_text())
