@@ -110,6 +110,7 @@ class StudySettings(RankedByObjectives, BaseModel):
     max_failures: int = Field(2, ge=0)
     min_free_mb: float = Field(200.0, ge=0)            # stop cleanly (resumable) below this much free disk
     optuna_storage: str | None = None                  # Optuna's record elsewhere (searches); None: optuna.db here
+    trackers: tuple[str, ...] = ()                     # --log-to, resolved: "mlflow=URI", "wandb=PROJECT"
     versions: dict[str, Any] = {}
 
     def __init__(self, **values: Any) -> None:
@@ -135,7 +136,7 @@ class StudySettings(RankedByObjectives, BaseModel):
     def _frozen_mapping(cls, value: dict) -> FrozenMapping:
         return FrozenMapping(value)
 
-    @field_validator("seeds", "objectives", "ranges", mode="before")
+    @field_validator("seeds", "objectives", "ranges", "trackers", mode="before")
     @classmethod
     def _lists_as_tuples(cls, value: Any) -> Any:
         """JSON and the command line give lists; the settings hold tuples, which cannot be changed."""

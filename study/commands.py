@@ -1,4 +1,4 @@
-"""The read-only commands: `show`, `report` and `export` read an experiment folder through `results`,
+"""The read-only commands: `show`, `report`, `export` and `export-tracker` read an experiment folder through `results`,
 without Ray, while a study runs or after it crashed. Imported only when one of them runs."""
 from __future__ import annotations
 
@@ -102,3 +102,14 @@ def local_copy(path: Location):
         copy = Path(folder, path.name)
         copy.write_bytes(path.read_bytes())
         yield copy
+
+
+def export_tracker(args: argparse.Namespace) -> int:
+    from .tracker_export import send
+    from .trackers import check_trackers
+    trackers = check_trackers(args.to, option="--to")
+    exp = open_experiment(args.name, args.storage_path)
+    if exp.settings is None:
+        raise StudyError(f"experiment {args.name!r}: {exp.path} has no {SETTINGS_FILE}; export-tracker sends a "
+                         f"study's trials (the tracker's experiment is named after the study)")
+    return send(exp, trackers)

@@ -26,7 +26,10 @@ from .progress import CompactProgress
 from .resources import check_schedulable
 from .searcher import stopped_by_storage
 from .settings import StudyError, StudySettings, resume_command, study_command
+from .ray_internals import restored_callbacks
 from .shared_storage import check_shared_storage
+from .tracker_callbacks import TrackerCallback, tracker_callbacks
+from .trackers import tracker_option
 from .tuner import build_tuner, restore_tuner
 
 
@@ -84,6 +87,9 @@ def summarise(settings: StudySettings, exp=None) -> int:
     print(f"results: {settings.experiment_dir}  (study.json, trial folders"
           f"{', Optuna: ' + optuna_record if settings.kind == 'search' else ''}); "
           f"`{study_command('report', settings)}` writes tables and figures")
+    for tracker in map(tracker_option, settings.trackers):
+        print(f"{tracker.label}: {tracker.target} ({'experiment' if tracker.kind == 'mlflow' else 'group'} "
+              f"'{settings.name}', one run per trial)")
     if not progress["complete"]:
         print(f"the study is not complete; {resume_command(settings)}")
         return 130 if not progress["errored"] else 1
@@ -124,11 +130,14 @@ def run_study(settings: StudySettings, args: argparse.Namespace, resume: bool = 
             print(f"results page: {url}experiments/{settings.name}")
         print(f"{settings.kind} '{settings.name}': {settings.expected_trials} trial(s) × {settings.stop_epoch} epochs, "
               f"{settings.cpus_per_trial:g} CPU / {settings.gpus_per_trial:g} GPU per trial -> {settings.experiment_dir}")
-        if resume:  # the progress view comes back with the pickled run config
+        trackers = tracker_callbacks(map(tracker_option, settings.trackers), settings)
+        if resume:  # the progress view comes back with the pickled run config; the trackers are this run's
             tuner = restore_tuner(settings)
+            callbacks = restored_callbacks(tuner)
+            callbacks[:] = [c for c in callbacks if not isinstance(c, TrackerCallback)] + trackers
         else:
             tuner = build_tuner(settings, callbacks=[CompactProgress(settings, interval=args.progress_interval),
-                                                     DiskGuard(settings.min_free_mb)])
+                                                     DiskGuard(settings.min_free_mb), *trackers])
         tuner.fit()
         code = summarise(settings)
         return 1 if stopped_by_storage(settings.experiment_dir) else code  # the machine's fault, said already

@@ -15,10 +15,12 @@ from search_spaces import SPACE_NAMES
 
 from .ports import DEFAULT_DASHBOARD_PORT
 from .settings import PRESETS, StudySettings
+from .trackers import tracker_option
 
 DEFAULT_STORAGE = "./runs"
 DEFAULT_PAGE_PORT = 8000  # Ray Serve's own default
-DESCRIPTION = "BalPoE studies on Ray Tune: baseline, search, resume, show, report, export, dashboard, doctor."
+DESCRIPTION = ("BalPoE studies on Ray Tune: baseline, search, resume, show, report, export, export-tracker, "
+               "dashboard, doctor.")
 
 
 def objective(text: str) -> tuple[str, str]:
@@ -86,6 +88,15 @@ def add_cluster_options(group, study: bool = True) -> None:
         add_page_options(group, prefix="results-")
 
 
+def add_log_to_option(group, resume: bool = False) -> None:
+    group.add_argument("--log-to", type=tracker_option, action="append", default=[], metavar="TRACKER",
+                       help="also send every trial to an experiment tracker: mlflow[=TRACKING_URI] (default "
+                            "MLFLOW_TRACKING_URI, else ./mlflow.db) or wandb[=PROJECT] (WANDB_MODE=offline works "
+                            "without an account); repeatable" +
+                            ("; added to the study's own for this run (on a complete study: sends its files)"
+                             if resume else ""))
+
+
 def add_study_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("study")
     group.add_argument("--name", help="experiment name (default: baseline / search-<space>, plus -<preset> for "
@@ -109,6 +120,7 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
                        help="retries of a crashed trial, from its checkpoint")
     group.add_argument("--min-free-mb", type=parse_float, default=StudySettings.model_fields["min_free_mb"].default,
                        help="stop the study cleanly (resumable) when less disk than this is free under --storage-path")
+    add_log_to_option(group)
     add_cluster_options(group)
     add_recipe_options(parser, skip=("seed", "save_dir", "save_period"))
 
@@ -162,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "Continue an interrupted or failed experiment: unfinished and errored trials resume from "
                      "their checkpoints; finished trials are not re-run.")
     add_experiment_argument(resume)
+    add_log_to_option(resume, resume=True)
     add_cluster_options(resume.add_argument_group("cluster"))
 
     show = command("show", "the trials table of an experiment, best first",
@@ -192,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--data-dir", type=parse_path,
                         help="where the data set is on this machine, if not where the trial read it")
     export.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+
+    export_tracker = command("export-tracker", "send an experiment's trials to MLflow or W&B, from its files",
+                             "Send every trial of an experiment (finished or not) to an experiment tracker as the runs "
+                             "`--log-to` makes live, read from the experiment folder alone (no Ray). A trial's run "
+                             "already there is replaced.")
+    add_experiment_argument(export_tracker)
+    export_tracker.add_argument("--to", type=tracker_option, action="append", required=True, metavar="TRACKER",
+                                help="mlflow[=TRACKING_URI] or wandb[=PROJECT]; repeatable")
 
     page = command("dashboard", "the live results page of every experiment, on Ray Serve",
                    "Serve the results page (experiments under --storage-path: trials, figures, statistics, "

@@ -1,7 +1,8 @@
 """Every private name of Ray this project uses, and why: Ray 2.60 offers no public way to do these things.
 
-Each function here is the only place its private names appear, and tests/test_ray_internals.py fails when
-a Ray upgrade removes or changes one of them; pyproject.toml pins Ray for them (docs/architecture.md,
+Each function here is the only place its private names appear (one exception, named here: the W&B
+callback's step `WANDB_RUN_HOOK`, which `study.tracker_callbacks.WandbTrials` overrides by that name), and
+tests/test_ray_internals.py fails when a Ray upgrade removes or changes one of them; pyproject.toml pins Ray for them (docs/architecture.md,
 "Pins on private APIs"). Everything else in the project uses Ray's public (or developer) API only.
 """
 from __future__ import annotations
@@ -109,3 +110,15 @@ def asha_metric(scheduler) -> tuple[str, float]:
     """The metric ASHA decides on (its own, or the study's that Tune passed it) and the sign it gives a
     score before recording it (`_metric`, `_metric_op`)."""
     return scheduler._metric, scheduler._metric_op
+
+
+# WandbLoggerCallback's step from the run arguments it built to the actor that logs the trial: the one place
+# to set a run's name, parameters and tags (`study.tracker_callbacks.WandbTrials` overrides it by this name).
+WANDB_RUN_HOOK = "_start_logging_actor"
+
+
+def restored_callbacks(tuner) -> list:
+    """The callbacks of a restored Tuner's run config, as the list it runs with (to edit). Tune pickles
+    them with the study and `Tuner.restore` takes no new ones, so a resumed study could not be sent to a
+    tracker it did not start with, and would log to its first trackers with the state they were pickled in."""
+    return tuner._local_tuner.get_run_config().callbacks

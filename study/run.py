@@ -27,6 +27,7 @@ from .ports import DEFAULT_DASHBOARD_PORT
 from .resources import check_cluster_options, check_gpu_request
 from .settings import (SETTINGS_FILE, StudyError, check_fresh, resume_command, resume_settings,
                        settings_from_args)
+from .trackers import check_trackers, resumed_trackers
 
 __all__ = ["build_parser", "main"]
 
@@ -58,6 +59,8 @@ def output_closed(settings) -> int:
 def resume(args) -> int:
     from .driver import completed_experiment, run_study, summarise
     settings = resume_settings(args)
+    given = check_trackers(args.log_to)
+    trackers = resumed_trackers(settings.trackers, given)
     if settings.kind == "search":
         from .searcher import check_optuna_storage
         check_optuna_storage(settings.experiment_dir, settings.optuna_storage)
@@ -65,9 +68,13 @@ def resume(args) -> int:
         complete = completed_experiment(settings)
         if complete is not None:
             print(f"{settings.kind} '{settings.name}' is already complete; nothing to resume")
-            return summarise(settings, complete)
+            code = summarise(settings, complete)
+            if given:  # sent from its files, as export-tracker does
+                from .tracker_export import send
+                code = code or send(complete, given)
+            return code
         try:
-            return run_study(settings, args, resume=True)
+            return run_study(settings.with_changes(trackers=tuple(map(str, trackers))), args, resume=True)
         except KeyboardInterrupt:
             return interrupted(settings)
         except BrokenPipeError:
@@ -115,9 +122,9 @@ def dispatch(args) -> int:
     if args.command == "doctor":
         from . import doctor
         return doctor.run(args)
-    if args.command in ("show", "report", "export"):
+    if args.command in ("show", "report", "export", "export-tracker"):
         from . import commands
-        return getattr(commands, args.command)(args)
+        return getattr(commands, args.command.replace("-", "_"))(args)
     if args.command == "dashboard":
         from . import dashboard
         return dashboard.run(with_free_ports(args))

@@ -130,6 +130,8 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
             raise StudyError("--cooldown-fraction: sets the length of cool-down rungs; add --fidelity cooldown")
         if args.grace_period is not None:
             values["grace_period"] = args.grace_period
+    from .trackers import check_trackers
+    values["trackers"] = tuple(map(str, check_trackers(args.log_to)))  # probed: a server answers
     settings = StudySettings(**values)
     if is_uri(settings.storage_path):
         check_store_name(settings.name)

@@ -74,3 +74,28 @@ def test_asha_rung_records_are_the_ones_it_decides_by():
     scheduler.on_trial_add(None, trial)
     assert scheduler.on_trial_result(None, trial, {"epoch": 2, "score": 0.5}) == TrialScheduler.STOP
     assert rungs[-1][1]["d"] == -0.5
+
+
+def test_the_wandb_run_hook_takes_the_trial_and_the_run_arguments():
+    import inspect
+
+    from ray.air.integrations.wandb import WandbLoggerCallback
+    hook = getattr(WandbLoggerCallback, ray_internals.WANDB_RUN_HOOK)
+    assert list(inspect.signature(hook).parameters) == ["self", "trial", "exclude_results", "wandb_init_kwargs"]
+    source = inspect.getsource(WandbLoggerCallback.log_trial_start)
+    assert f"self.{ray_internals.WANDB_RUN_HOOK}(trial, exclude_results, **wandb_init_kwargs)" in source
+
+
+def test_a_tuner_runs_with_the_callbacks_list_it_hands_out(tmp_path):
+    from ray import tune
+    from ray.tune import Callback
+
+    class Marker(Callback):
+        pass
+
+    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(name="x", storage_path=str(tmp_path),
+                                                                     callbacks=[Marker()]))
+    callbacks = ray_internals.restored_callbacks(tuner)
+    assert [type(c) for c in callbacks] == [Marker]
+    callbacks.append(Marker())
+    assert len(tuner._local_tuner.get_run_config().callbacks) == 2  # the very list the run starts with
