@@ -3,7 +3,8 @@ that ran without `--log-to`, or whose tracker went away mid-study, joins the tra
 
 Each trial becomes the run a live study would have made (`study.trackers` says what a run holds). A
 trial's run already in the tracker (found by its `trial_id` tag) is replaced, so exporting twice leaves
-one run per trial; in W&B the run's id is the trial's, and the export continues it.
+one run per trial; in W&B the run's id is the trial's, and the export continues it (offline, W&B writes
+its files where it always does, `./wandb/`, not in the experiment folder, which may be a bucket).
 """
 from __future__ import annotations
 
@@ -75,8 +76,7 @@ def export_to_wandb(exp: Experiment, tracker: Tracker, on_trial) -> int:
         tags = run_tags(exp.settings, files.trial_id, status)
         run = wandb.init(project=tracker.target, group=exp.settings.name, id=files.trial_id, resume="allow",
                          name=run_name(files.trial_id), config={**run_params(params), "status": status},
-                         tags=wandb_tags(tags),
-                         dir=str(files.folder), mode=os.environ.get("WANDB_MODE") or None, reinit="create_new")
+                         tags=wandb_tags(tags), mode=os.environ.get("WANDB_MODE") or None)
         for report in files.rows:
             run.log(epoch_metrics(report), step=int(report["epoch"]))
         run.finish(exit_code=1 if status == "errored" else 0)

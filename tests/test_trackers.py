@@ -82,12 +82,15 @@ def what_a_run_holds(uri: str, run) -> tuple:
     return run.info.run_name, run.info.status, run.data.params, ours, histories(uri, run)
 
 
-def wandb_history(trial_folder: Path) -> dict[int, dict[str, float]]:
-    """The metrics W&B offline wrote for a trial, by step, read from its `.wandb` files (a LevelDB-style log
-    of protobuf records, 32 KiB blocks); a resumed trial has one offline run folder per run of the study."""
+def wandb_history(folder: Path, run_id: str = "*") -> dict[int, dict[str, float]]:
+    """The metrics W&B offline wrote under `folder` (a trial's, or an export's working folder), by step, read
+    from its `.wandb` files (a LevelDB-style log of protobuf records, 32 KiB blocks); a resumed trial has one
+    offline run folder per run of the study."""
     from wandb.proto import wandb_internal_pb2
     steps: dict[int, dict[str, float]] = {}
-    for path in sorted(glob.glob(str(trial_folder / "wandb" / "offline-run-*" / "run-*.wandb"))):
+    paths = sorted(glob.glob(str(folder / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb")))
+    assert paths, f"no W&B offline run under {folder}"
+    for path in paths:
         data, position, pieces = Path(path).read_bytes(), 7, b""
         assert data[:4] == b":W&B"
         while position + 7 <= len(data):
@@ -102,8 +105,9 @@ def wandb_history(trial_folder: Path) -> dict[int, dict[str, float]]:
                 record.ParseFromString(pieces)
                 if record.WhichOneof("record_type") == "history":
                     values = steps.setdefault(record.history.step.num, {})
-                    values.update({"/".join(item.nested_key) or item.key: json.loads(item.value_json)
-                                   for item in record.history.item})
+                    values.update({key: json.loads(item.value_json) for item in record.history.item
+                                   if not (key := "/".join(item.nested_key) or item.key).startswith("_")
+                                   and key != "training_iteration"})  # W&B's own, and the live step marker
     return steps
 
 
@@ -157,6 +161,11 @@ def test_a_search_is_one_run_per_trial_through_a_resume_and_its_export_gives_the
 
         folder = storage / name
         assert TOKEN.encode() not in folder_bytes(folder) and WANDB_KEY.encode() not in folder_bytes(folder)
+
+        monkeypatch.chdir(tmp_path)  # W&B offline writes ./wandb/
+        assert main(["export-tracker", name, "--storage-path", str(storage), "--to", "wandb=balpoe-tests"]) == 0
+        for folder in trial_folders(storage / name):
+            assert wandb_history(tmp_path, folder.name.removeprefix("trial_")) == wandb_history(folder)
 
         exported_uri = f"sqlite:///{tmp_path / 'exported.db'}"
         assert main(["export-tracker", name, "--storage-path", str(storage), "--to", f"mlflow={exported_uri}"]) == 0
