@@ -37,7 +37,7 @@ EOF
 next() { printf '  %-58s # %s\n' "bash $(printf %q "$0") $1" "$2"; }   # a line that pastes as it is
 next "show $NAME" "the trials table again (while a study runs, too)"
 next "dashboard $NAME" "the live results page; it prints its address (Ctrl-C stops it)"
-next "search --preset smoke --num-samples 8" "a small search over mixup α and the experts' τ spread, with ASHA"
+next "search --preset smoke --num-samples 4" "a small search over mixup α and the experts' τ spread, with ASHA"
 next "baseline --preset fmnist" "10 epochs of Fashion-MNIST-LT, real images (Debian's dataset-fashion-mnist)"
 next "doctor" "check this machine before a long run"
 next "baseline --data-dir DIR" "the canonical recipe on CIFAR-100-LT (DIR holds cifar-100-python/; GPUs)"

@@ -35,9 +35,10 @@ fi
 # The whole suite: the tests that start Ray and the others run side by side. A Ray test leaves a core
 # idle about a third of the time (Ray's start-up, Tune's polling) and the others train on one thread,
 # so together they fill the two cores of a small machine (docs/development.md). The node-loss tests
-# (a two-node cluster, twice) and the search on PostgreSQL run after the others in the second process,
-# which makes the two about as long. Each ends with its 15 slowest tests. The second's output is shown when the first is done.
-later=(tests/test_cluster_faults.py tests/test_optuna_storage.py)
+# (a two-node cluster, twice), the search on PostgreSQL and the studies sent to MLflow and W&B run after the
+# others in the second process, which makes the two about as long. Each ends with its 15 slowest tests. The
+# second's output is shown when the first is done.
+later=(tests/test_cluster_faults.py tests/test_optuna_storage.py tests/test_trackers.py)
 base="$(mktemp -d)"
 echo "running the tests: pytest -m ray, and beside it pytest -m 'not ray' then the Ray tests of ${later[*]} (their output follows)"
 {

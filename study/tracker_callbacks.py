@@ -15,6 +15,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
 
 from results.settings import StudySettings
+from results.storage import is_uri
 from results.trial_params import TrialParams
 
 from .trackers import (Tracker, ended_status, epoch_metrics, not_sent_warning, run_name, run_params, run_tags,
@@ -98,6 +99,18 @@ class MLflowTrials(TrackerCallback, MLflowLoggerCallback):
         self.client().set_tag(run_id, "status", self.status(trial, failed))
         self.mlflow_util.end_run(run_id=run_id, status="FAILED" if failed else "FINISHED")
 
+    def on_experiment_end(self, trials, **info):
+        """A study interrupted (Ctrl-C, SIGTERM, a full disk): the runs of the trials it cut off say so
+        (`unfinished`, state KILLED) until `resume` takes them up again."""
+        for run_id in self.runs.values():
+            self.guarded(self.mark_unfinished, run_id)
+        self.runs = {}
+
+    def mark_unfinished(self, run_id: str) -> None:
+        client = self.client()
+        client.set_tag(run_id, "status", "unfinished")
+        client.set_terminated(run_id, status="KILLED")
+
 
 class WandbTrials(TrackerCallback, WandbLoggerCallback):
     """W&B logs each trial from its own Ray actor (Tune's design); the run's id is the trial's, so a resumed
@@ -121,6 +134,8 @@ class WandbTrials(TrackerCallback, WandbLoggerCallback):
         tags = run_tags(self.study, trial.trial_id, "running")
         init_kwargs.update(name=run_name(trial.trial_id), config=run_params(TrialParams.of(trial.config)),
                            tags=wandb_tags(tags))
+        if not is_uri(self.study.storage_path):  # offline files straight into the trial's folder, not Tune's
+            init_kwargs["dir"] = trial.path      # staging copy of it (synced later, maybe before W&B is done)
         super()._start_logging_actor(trial, exclude_results, **init_kwargs)
         self.logging.add(trial.trial_id)
 
@@ -129,13 +144,22 @@ class WandbTrials(TrackerCallback, WandbLoggerCallback):
         step = self.last_epochs[trial.trial_id]
         self.guarded(super().log_trial_result, iteration, trial, {**epoch_metrics(result), "training_iteration": step})
 
-    def log_trial_end(self, trial, failed: bool = False):
-        if trial.trial_id in self.logging:
-            status = {"config": {"status": self.status(trial, failed)},
-                      "training_iteration": self.last_epochs.get(trial.trial_id, 0)}
-            self.guarded(super().log_trial_result, 0, trial, status)
+    def log_trial_end(self, trial, failed: bool = False, status: str | None = None):
+        if trial.trial_id in self.last_epochs and trial.trial_id in self.logging:  # at its last epoch's step
+            ended = {"config": {"status": status or self.status(trial, failed)},
+                     "training_iteration": self.last_epochs[trial.trial_id]}
+            self.guarded(super().log_trial_result, 0, trial, ended)
         self.guarded(super().log_trial_end, trial, failed)
         self.logging.discard(trial.trial_id)
+
+    def on_experiment_end(self, trials, **info):
+        """A study interrupted: the runs of the trials it cut off end as `unfinished` (resume continues them).
+        Tune's own end waits for every trial's actor to finish its upload, up to 30 minutes, and the actor of
+        a trial that was cut off is never told to finish."""
+        for trial in trials:
+            if trial.trial_id in self.logging:
+                self.log_trial_end(trial, status="unfinished")
+        super().on_experiment_end(trials, **info)
 
 
 def tracker_callbacks(trackers, study: StudySettings) -> list:

@@ -128,7 +128,12 @@ def test_a_search_is_one_run_per_trial_through_a_resume_and_its_export_gives_the
         argv = ["search", *SMOKE, "--space", "alpha_tau", "--num-samples", "2", "--max-concurrent", "1",
                 "--grace-period", "1", "--log-to", f"mlflow={url}", "--log-to", "wandb=balpoe-tests",
                 "--storage-path", str(storage)]
-        interrupted_cli(argv, lambda line: "1 terminated" in line)
+        interrupted_cli(argv, lambda line: "1 running, 1 terminated" in line)  # the second trial under way
+        cut_off = {t: (r.info.status, r.data.tags["status"]) for t, r in runs_by_trial(url, name).items()}
+        assert sorted(cut_off.values()) == [("FINISHED", "finished"), ("KILLED", "unfinished")], cut_off
+        # both W&B runs' files are in the trial folders already, the cut-off one's included
+        assert all(glob.glob(str(folder / "wandb" / "offline-run-*" / "run-*.wandb"))
+                   for folder in trial_folders(storage / name))
         assert main(["resume", name, "--storage-path", str(storage)]) == 0
         out = capsys.readouterr().out
         exp = load_experiment(storage / name)
