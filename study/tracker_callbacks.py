@@ -18,6 +18,7 @@ from results.settings import StudySettings
 from results.storage import is_uri
 from results.trial_params import TrialParams
 
+from .tracker_export import find_run, log_epoch
 from .trackers import (Tracker, ended_status, epoch_metrics, not_sent_warning, run_name, run_params, run_tags,
                        wandb_tags)
 
@@ -31,17 +32,17 @@ class TrackerCallback:
     """What both trackers share: the study, the last epoch each trial reported, and failing once."""
     tracker: Tracker
     study: StudySettings
+    failure: BaseException | None          # the first error: the tracker is left alone after it
+    last_epochs: dict[str, int]
 
     def guarded(self, step, *args) -> None:
-        if getattr(self, "failure", None) is not None:
+        if self.failure is not None:
             return
         try:
             step(*args)
         except Exception as err:  # whatever the tracker's client raises: the study must go on
             self.failure = err
             print(not_sent_warning(self.tracker, self.study, err), file=sys.stderr, flush=True)
-
-    last_epochs: dict[str, int]
 
     def status(self, trial, failed: bool) -> str:
         params = TrialParams.of(trial.config)
@@ -60,11 +61,13 @@ class MLflowTrials(TrackerCallback, MLflowLoggerCallback):
         for name, value in MLFLOW_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
         self.failure, self.runs = None, {}
-        self.guarded(super().setup)
+        self.guarded(self.connect)
 
-    def client(self):
+    def connect(self) -> None:
+        """Tune's set-up (the tracking URI, the experiment found or created), and a client for the rest."""
         from mlflow import MlflowClient
-        return MlflowClient(tracking_uri=self.tracking_uri)
+        super().setup()
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
 
     def log_trial_start(self, trial):
         self.guarded(self.open_run, trial)
@@ -72,23 +75,21 @@ class MLflowTrials(TrackerCallback, MLflowLoggerCallback):
     def open_run(self, trial) -> None:
         if trial in self.runs:
             return
-        from .tracker_export import find_run
-        client, trial_id = self.client(), trial.trial_id
-        run_id = find_run(client, self.mlflow_util.experiment_id, trial_id)
+        trial_id = trial.trial_id
+        run_id = find_run(self.client, self.mlflow_util.experiment_id, trial_id)
         if run_id is None:
             run = self.mlflow_util.start_run(run_name=run_name(trial_id), tags=run_tags(self.study, trial_id, "running"))
             run_id = run.info.run_id
             self.mlflow_util.log_params(run_id=run_id, params_to_log=run_params(TrialParams.of(trial.config)))
         else:  # a resumed study's trial: its run goes on
-            client.update_run(run_id, status="RUNNING")
-            client.set_tag(run_id, "status", "running")
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, "status", "running")
         self.runs[trial] = run_id
 
     def log_trial_result(self, iteration, trial, result):
         self.remember_epoch(trial, result)
         if trial in self.runs:
-            from .tracker_export import log_epoch
-            self.guarded(log_epoch, self.client(), self.runs[trial], result)
+            self.guarded(log_epoch, self.client, self.runs[trial], result)
 
     def log_trial_end(self, trial, failed: bool = False):
         if trial in self.runs:
@@ -96,7 +97,7 @@ class MLflowTrials(TrackerCallback, MLflowLoggerCallback):
 
     def close_run(self, trial, failed: bool) -> None:
         run_id = self.runs.pop(trial)
-        self.client().set_tag(run_id, "status", self.status(trial, failed))
+        self.client.set_tag(run_id, "status", self.status(trial, failed))
         self.mlflow_util.end_run(run_id=run_id, status="FAILED" if failed else "FINISHED")
 
     def on_experiment_end(self, trials, **info):
@@ -107,9 +108,8 @@ class MLflowTrials(TrackerCallback, MLflowLoggerCallback):
         self.runs = {}
 
     def mark_unfinished(self, run_id: str) -> None:
-        client = self.client()
-        client.set_tag(run_id, "status", "unfinished")
-        client.set_terminated(run_id, status="KILLED")
+        self.client.set_tag(run_id, "status", "unfinished")
+        self.client.set_terminated(run_id, status="KILLED")
 
 
 class WandbTrials(TrackerCallback, WandbLoggerCallback):
