@@ -178,6 +178,12 @@ def test_a_search_is_one_run_per_trial_through_a_resume_and_its_export_gives_the
         assert {t: what_a_run_holds(exported_uri, r) for t, r in exported.items()} == \
             {t: what_a_run_holds(url, r) for t, r in live.items()}
 
+        # `resume --log-to` on the complete study sends it from its files, as export-tracker does
+        resumed_uri = f"sqlite:///{tmp_path / 'resumed.db'}"
+        assert main(["resume", name, "--storage-path", str(storage), "--log-to", f"mlflow={resumed_uri}"]) == 0
+        assert {t: what_a_run_holds(resumed_uri, r) for t, r in runs_by_trial(resumed_uri, name).items()} == \
+            {t: what_a_run_holds(url, r) for t, r in live.items()}
+
 
 @pytest.mark.ray
 def test_a_tracking_server_that_stops_mid_study_costs_one_warning_and_no_result(tmp_path, capsys):
