@@ -60,7 +60,6 @@ def resume(args) -> int:
     from .driver import completed_experiment, run_study, summarise
     settings = resume_settings(args)
     given = check_trackers(args.log_to)
-    trackers = resumed_trackers(settings.trackers, given)
     if settings.kind == "search":
         from .searcher import check_optuna_storage
         check_optuna_storage(settings.experiment_dir, settings.optuna_storage)
@@ -73,6 +72,7 @@ def resume(args) -> int:
                 from .tracker_export import send
                 code = code or send(complete, given)
             return code
+        trackers = resumed_trackers(settings.trackers, given)  # probed only when the study goes on
         try:
             return run_study(settings.with_changes(trackers=tuple(map(str, trackers))), args, resume=True)
         except KeyboardInterrupt:

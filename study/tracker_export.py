@@ -14,7 +14,7 @@ from results.experiment import Experiment
 from results.reader import TrialFiles, read_trial, trial_folders
 from results.trial_params import TrialParams
 
-from .trackers import Tracker, epoch_metrics, run_name, run_params, run_tags, wandb_tags
+from .trackers import Tracker, epoch_metrics, failure_reason, run_name, run_params, run_tags, wandb_tags
 
 RUN_STATUS = {"finished": "FINISHED", "asha_stopped": "FINISHED", "errored": "FAILED", "unfinished": "KILLED"}
 
@@ -33,24 +33,26 @@ def log_epoch(client, run_id: str, report: dict) -> None:
     client.log_batch(run_id, metrics=[Metric(key, value, now, epoch) for key, value in epoch_metrics(report).items()])
 
 
-def exported_trials(exp: Experiment) -> Iterator[tuple[TrialFiles, TrialParams, str]]:
-    """Each trial with its parameters and status, in the folder's order; trials without `params.json` (not
-    started) are left out."""
+def exported_trials(exp: Experiment) -> list[tuple[TrialFiles, TrialParams, str]]:
+    """Each trial with its parameters and status, in the folder's order, read once; trials without
+    `params.json` (not started) are left out."""
     statuses = dict(zip(exp.trials["trial_id"], exp.trials["status"].astype(str)))
+    trials = []
     for folder in trial_folders(exp.path):
         files = read_trial(folder)
         if files.params and "base" in files.params:
-            yield files, TrialParams.of(files.params), statuses.get(files.trial_id, "unfinished")
+            trials.append((files, TrialParams.of(files.params), statuses.get(files.trial_id, "unfinished")))
+    return trials
 
 
-def export_to_mlflow(exp: Experiment, tracker: Tracker, on_trial) -> int:
+def export_to_mlflow(exp: Experiment, trials, tracker: Tracker) -> Iterator[tuple[TrialFiles, str]]:
+    """Each trial's run, made anew; yields the trial once its run is complete."""
     from mlflow import MlflowClient
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
     client = MlflowClient(tracking_uri=tracker.target)
     found = client.get_experiment_by_name(exp.settings.name)
     experiment_id = found.experiment_id if found else client.create_experiment(exp.settings.name)
-    sent = 0
-    for files, params, status in exported_trials(exp):
+    for files, params, status in trials:
         earlier = find_run(client, experiment_id, files.trial_id)
         if earlier is not None:
             client.delete_run(earlier)
@@ -62,17 +64,15 @@ def export_to_mlflow(exp: Experiment, tracker: Tracker, on_trial) -> int:
         for report in files.rows:
             log_epoch(client, run.info.run_id, report)
         client.set_terminated(run.info.run_id, status=RUN_STATUS[status])
-        sent += 1
-        on_trial(files.trial_id, status, len(files.rows))
-    return sent
+        yield files, status
 
 
-def export_to_wandb(exp: Experiment, tracker: Tracker, on_trial) -> int:
+def export_to_wandb(exp: Experiment, trials, tracker: Tracker) -> Iterator[tuple[TrialFiles, str]]:
+    """Each trial's run, continued by its id; yields the trial once its run is finished."""
     import os
 
     import wandb
-    sent = 0
-    for files, params, status in exported_trials(exp):
+    for files, params, status in trials:
         tags = run_tags(exp.settings, files.trial_id, status)
         run = wandb.init(project=tracker.target, group=exp.settings.name, id=files.trial_id, resume="allow",
                          name=run_name(files.trial_id), config={**run_params(params), "status": status},
@@ -80,32 +80,25 @@ def export_to_wandb(exp: Experiment, tracker: Tracker, on_trial) -> int:
         for report in files.rows:
             run.log(epoch_metrics(report), step=int(report["epoch"]))
         run.finish(exit_code=1 if status == "errored" else 0)
-        sent += 1
-        on_trial(files.trial_id, status, len(files.rows))
-    return sent
-
-
-def export_experiment(exp: Experiment, tracker: Tracker, on_trial=lambda *_: None) -> int:
-    """Send every started trial of `exp` to `tracker` (resolved and checked); the number sent."""
-    return (export_to_mlflow if tracker.kind == "mlflow" else export_to_wandb)(exp, tracker, on_trial)
+        yield files, status
 
 
 def send(exp: Experiment, trackers: tuple[Tracker, ...]) -> int:
-    """`export-tracker` (and `resume --log-to` of a complete study): each tracker in turn, a line per trial,
-    and where the runs are; exit 1 when a tracker fails on the way (what was sent stays sent)."""
+    """`export-tracker` (and `resume --log-to` of a complete study): each tracker (resolved and checked) in
+    turn, a line per trial, and where the runs are; exit 1 when a tracker fails on the way (what was sent
+    stays sent)."""
     import sys
-    from results.storage_urls import hide_password
-    total = sum(1 for _ in exported_trials(exp))
+    trials = exported_trials(exp)
     for tracker in trackers:
-        def on_trial(trial_id: str, status: str, epochs: int, sent=[0]) -> None:
-            sent[0] += 1
-            print(f"[{sent[0]}/{total}] {run_name(trial_id)} ({status}, {epochs} epochs) -> {tracker.label}", flush=True)
+        exporter = export_to_mlflow if tracker.kind == "mlflow" else export_to_wandb
+        sent = 0
         try:
-            sent = export_experiment(exp, tracker, on_trial)
+            for sent, (files, status) in enumerate(exporter(exp, trials, tracker), 1):
+                print(f"[{sent}/{len(trials)}] {run_name(files.trial_id)} ({status}, "
+                      f"{len(files.rows)} epochs) -> {tracker.label}", flush=True)
         except Exception as err:  # the tracker's client: a server gone, a refusal
-            reason = hide_password(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
-            print(f"error: --to {tracker}: {reason[:300]}; the trials above were sent, run the command again for "
-                  f"the rest", file=sys.stderr)
+            print(f"error: --to {tracker}: {failure_reason(err)}; the trials above were sent, run the command "
+                  f"again for the rest", file=sys.stderr)
             return 1
         where = f"experiment {exp.settings.name!r}" if tracker.kind == "mlflow" else f"group {exp.settings.name!r}"
         print(f"{tracker.label} {tracker.target}: {sent} run(s) in {where}")

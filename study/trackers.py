@@ -184,11 +184,16 @@ def ended_status(last_epoch: int, stop_epoch: int, failed: bool) -> str:
     return "errored" if failed else "asha_stopped"
 
 
+def failure_reason(err: BaseException) -> str:
+    """What a tracker's client said, as one printable line: its first line, no password, at most 300 characters."""
+    from results.storage_urls import hide_password
+    text = str(err).strip()
+    return hide_password(text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
 def not_sent_warning(tracker: Tracker, settings: StudySettings, err: BaseException) -> str:
     """The one warning a tracker that fails mid-study costs: the study goes on, and the folder can be sent
     again later."""
-    from results.storage_urls import hide_password
     from .settings import study_command
-    reason = hide_password(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
-    return (f"warning: --log-to {tracker}: {reason[:300]}; the study goes on without it (its folder is the "
+    return (f"warning: --log-to {tracker}: {failure_reason(err)}; the study goes on without it (its folder is the "
             f"record: `{study_command('export-tracker', settings)} --to {tracker}` sends it later)")
